@@ -1,0 +1,96 @@
+"""The Model contract and the spec strings that name models (`backend:name`).
+
+Every backend implements one batch method, `generate(requests) -> completions`, so each
+can be fast in its own way, and declares what it supports with class attributes.
+Backends are imported only when a spec names them: `magister --help` never loads torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from magister.errors import ConfigError
+from magister.types import Completion, Request
+
+
+class Model(ABC):
+    """Anything that completes prompts."""
+
+    backend: str = ""
+    supports_choices: bool = False  # can score a fixed list of continuations (Request.choices)
+    supports_logprobs: bool = False  # can return per-token log-probabilities of generated text
+    batch_size: int = 8  # how many requests to hand `generate` at once
+
+    def __init__(self, spec: str) -> None:
+        self.spec = spec
+
+    @abstractmethod
+    def identity(self) -> str:
+        """What makes this model's outputs what they are (weights file, server and model name).
+
+        Part of every cache key: change the weights and the cache no longer answers."""
+
+    @abstractmethod
+    def generate(self, requests: Sequence[Request]) -> list[Completion]:
+        """One completion per request, in order."""
+
+    def close(self) -> None:
+        """Free what the backend holds (threads, connections, weights)."""
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.spec}>"
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    module: str
+    cls: str
+    example: str
+    summary: str
+
+
+BACKENDS: dict[str, Backend] = {b.name: b for b in [
+    Backend("llamacpp", "magister.models.llamacpp", "LlamaCppModel", "llamacpp:smollm2",
+            "GGUF models on CPU with llama.cpp; 'smollm2' is the embedded default"),
+    Backend("openai-compatible", "magister.models.openai_compat", "OpenAICompatModel",
+            "openai-compatible:http://127.0.0.1:8000/v1#qwen2.5-7b", "any OpenAI-compatible server (vLLM, Ollama, llama-server)"),
+    Backend("openai", "magister.models.openai_compat", "OpenAIModel", "openai:gpt-4o-mini",
+            "the OpenAI API; key from OPENAI_API_KEY"),
+    Backend("hf", "magister.models.hf", "HFModel", "hf:./runs/trec/round-2",
+            "a transformers model directory or GGUF file, batched (CPU or GPU)"),
+    Backend("mock", "magister.models.mock", "MockModel", "mock:first",
+            "scripted outputs for tests: echo, first, last, random, text=..."),
+]}
+
+DEFAULT_MODEL = "llamacpp:smollm2"
+
+
+def backend_class(name: str) -> type[Model]:
+    """The Model class of a backend, imported on first use."""
+    if name not in BACKENDS:
+        known = ", ".join(BACKENDS)
+        raise ConfigError(f"unknown backend '{name}'; known backends: {known}")
+    backend = BACKENDS[name]
+    module = importlib.import_module(backend.module)
+    return getattr(module, backend.cls)
+
+
+def load_model(spec: str) -> Model:
+    """Open the model a spec string names, e.g. `llamacpp:smollm2` or `openai:gpt-4o-mini`."""
+    backend, sep, name = spec.partition(":")
+    if not sep or not name:
+        raise ConfigError(f"model spec '{spec}' must look like BACKEND:NAME, e.g. {DEFAULT_MODEL} "
+                          f"(backends: {', '.join(BACKENDS)})")
+    return backend_class(backend)(spec)
+
+
+def cache_key(model: Model, request: Request) -> str:
+    """The response-cache key: backend, model identity and the full request."""
+    payload = {"backend": model.backend, "model": model.identity(), "request": request.model_dump(mode="json")}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()

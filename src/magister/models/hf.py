@@ -1,0 +1,173 @@
+"""Local transformers models: a model directory (a trained student) or a GGUF file, batched.
+
+Specs:
+  hf:./runs/trec/round-2         a directory with config.json, weights and tokenizer
+  hf:/path/model.gguf            a GGUF file, de-quantised to float by transformers
+  hf:smollm2                     the embedded SmolLM2 GGUF, through transformers
+
+Runs on a GPU when one is present, else on the CPU. Generation pads on the left and runs a
+batch in one `generate` call; constrained choice scoring runs every (prompt, candidate)
+pair of a batch through one forward pass and sums the candidate tokens' log-probabilities.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from magister.errors import BackendError, ConfigError
+from magister.models.base import Model
+from magister.types import Completion, Request
+
+
+def _identity(path: Path) -> str:
+    """Name, size and modification time of every file that shapes the outputs."""
+    files = [path] if path.is_file() else sorted(p for p in path.iterdir() if p.is_file())
+    digest = hashlib.sha256()
+    for file in files:
+        stat = file.stat()
+        digest.update(f"{file.name}:{stat.st_size}:{int(stat.st_mtime)};".encode())
+    return f"{path.name}:{digest.hexdigest()[:16]}"
+
+
+class HFModel(Model):
+    backend = "hf"
+    supports_choices = True
+    supports_logprobs = False
+    batch_size = 8
+
+    def __init__(self, spec: str, device: str | None = None) -> None:
+        super().__init__(spec)
+        try:
+            import torch
+            import transformers
+        except ImportError:
+            raise BackendError("the hf backend needs torch and transformers: pip install 'magister[hf]'") from None
+        self.torch = torch
+        name = spec.partition(":")[2]
+        if name == "smollm2":
+            from magister.models.llamacpp import embedded_path
+
+            self.path = embedded_path(name)
+        else:
+            self.path = Path(name).expanduser()
+        if not self.path.exists():
+            raise ConfigError(f"no model directory or GGUF file at '{name}'")
+        if self.path.is_file():
+            where, extra = str(self.path.parent), {"gguf_file": self.path.name}
+        else:
+            where, extra = str(self.path), {}
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
+        try:
+            self.tokenizer = transformers.AutoTokenizer.from_pretrained(where, **extra)
+            self.model = transformers.AutoModelForCausalLM.from_pretrained(where, dtype=dtype, **extra)
+        except (OSError, ValueError) as err:
+            raise BackendError(f"cannot load a transformers model from '{name}': {err}") from None
+        self.model.to(self.device).eval()
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        if self.device == "cuda":
+            self.batch_size = 32
+        self._identity = _identity(self.path)
+
+    def identity(self) -> str:
+        return self._identity
+
+    def format(self, request: Request) -> str:
+        if request.prompt is not None:
+            return request.prompt
+        if not self.tokenizer.chat_template:
+            raise BackendError(f"{self.path} has no chat template; send a raw prompt instead")
+        return self.tokenizer.apply_chat_template([m.model_dump() for m in request.messages or []],
+                                                  tokenize=False, add_generation_prompt=True)
+
+    def generate(self, requests: Sequence[Request]) -> list[Completion]:
+        out: dict[int, Completion] = {}
+        scoring = [i for i, r in enumerate(requests) if r.choices]
+        writing = [i for i, r in enumerate(requests) if not r.choices]
+        if scoring:
+            out.update(zip(scoring, self._score([requests[i] for i in scoring])))
+        # Requests decoded the same way share a generate() call.
+        groups: dict[tuple[Any, ...], list[int]] = {}
+        for i in writing:
+            r = requests[i]
+            groups.setdefault((r.temperature, r.seed, tuple(r.stop)), []).append(i)
+        for indices in groups.values():
+            out.update(zip(indices, self._generate([requests[i] for i in indices])))
+        return [out[i] for i in range(len(requests))]
+
+    def _encode(self, texts: list[str]) -> list[list[int]]:
+        return [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+
+    def _generate(self, requests: list[Request]) -> list[Completion]:
+        torch = self.torch
+        start = time.perf_counter()
+        first = requests[0]
+        encoded = self._encode([self.format(r) for r in requests])
+        width = max(len(e) for e in encoded)
+        pad = self.tokenizer.pad_token_id
+        ids = torch.tensor([[pad] * (width - len(e)) + e for e in encoded], device=self.device)
+        mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in encoded], device=self.device)
+        sample = first.temperature > 0
+        if sample and first.seed is not None:
+            torch.manual_seed(first.seed)
+        with torch.no_grad():
+            result = self.model.generate(
+                input_ids=ids, attention_mask=mask, max_new_tokens=max(r.max_tokens for r in requests),
+                do_sample=sample, temperature=first.temperature if sample else None, top_p=None, top_k=None,
+                pad_token_id=pad, stop_strings=first.stop or None, tokenizer=self.tokenizer if first.stop else None)
+        elapsed = time.perf_counter() - start
+        completions = []
+        eos = {self.tokenizer.eos_token_id, pad} - {None}
+        for request, prompt, row in zip(requests, encoded, result[:, width:].tolist()):
+            new = row[: request.max_tokens]
+            finish = "length"
+            for j, token in enumerate(new):
+                if token in eos:
+                    new, finish = new[:j], "stop"
+                    break
+            text = self.tokenizer.decode(new, skip_special_tokens=True)
+            for stop in request.stop:
+                if stop in text:
+                    text, finish = text[: text.index(stop)], "stop"
+            completions.append(Completion(text=text, prompt_tokens=len(prompt), completion_tokens=len(new),
+                                          latency_s=elapsed / len(requests), finish_reason=finish))
+        return completions
+
+    def _score(self, requests: list[Request]) -> list[Completion]:
+        """Log-probability of every candidate of every request, one padded forward pass per batch."""
+        torch = self.torch
+        start = time.perf_counter()
+        prompts = self._encode([self.format(r) for r in requests])
+        rows: list[tuple[int, str, list[int], int]] = []  # request index, candidate, sequence, prompt length
+        for index, (request, prompt) in enumerate(zip(requests, prompts)):
+            for candidate in request.choices or []:
+                tokens = self.tokenizer(candidate, add_special_tokens=False)["input_ids"]
+                rows.append((index, candidate, prompt + tokens, len(prompt)))
+        scores: list[dict[str, float]] = [{} for _ in requests]
+        pad = self.tokenizer.pad_token_id
+        chunk = self.batch_size * 4
+        for begin in range(0, len(rows), chunk):
+            part = rows[begin:begin + chunk]
+            width = max(len(seq) for _, _, seq, _ in part)
+            ids = torch.tensor([seq + [pad] * (width - len(seq)) for _, _, seq, _ in part], device=self.device)
+            mask = torch.tensor([[1] * len(seq) + [0] * (width - len(seq)) for _, _, seq, _ in part],
+                                device=self.device)
+            with torch.no_grad():
+                logits = self.model(input_ids=ids, attention_mask=mask).logits.float()
+            logprobs = torch.log_softmax(logits, dim=-1)
+            for row, (index, candidate, seq, n_prompt) in enumerate(part):
+                positions = torch.arange(n_prompt - 1, len(seq) - 1, device=self.device)
+                targets = ids[row, n_prompt:len(seq)]
+                scores[index][candidate] = float(logprobs[row, positions, targets].sum())
+        elapsed = time.perf_counter() - start
+        return [Completion(text=max(s, key=s.__getitem__), choice_logprobs=s, prompt_tokens=len(p),
+                           latency_s=elapsed / len(requests), finish_reason="choice")
+                for s, p in zip(scores, prompts)]
+
+    def close(self) -> None:
+        del self.model

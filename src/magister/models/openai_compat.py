@@ -1,0 +1,187 @@
+"""OpenAI-compatible HTTP servers (vLLM, Ollama, llama-server, llama_cpp.server) and the OpenAI API.
+
+Specs:
+  openai-compatible:http://127.0.0.1:8000/v1#MODEL   key, if the server wants one, from MAGISTER_API_KEY
+  openai:gpt-4o-mini                                 key from OPENAI_API_KEY
+
+Requests in a batch run concurrently on a bounded thread pool. Each retries on timeouts,
+connection errors, 429 and 5xx with exponential backoff and jitter, waiting at least as long
+as a `Retry-After` header asks. The key goes into the Authorization header and nowhere else:
+not into the model identity, the cache key, the store or any message.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import os
+import random
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+
+from magister.errors import BackendError, ConfigError, RateLimitError
+from magister.models.base import Model
+from magister.types import Completion, Request, TokenLogprob
+
+RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
+
+
+def retry_after(header: str | None, now: float | None = None) -> float | None:
+    """Seconds a `Retry-After` header asks to wait: delta-seconds or an HTTP date."""
+    if not header:
+        return None
+    try:
+        return max(0.0, float(header))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(header)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (now if now is not None else time.time()))
+
+
+class OpenAICompatModel(Model):
+    backend = "openai-compatible"
+    supports_logprobs = True
+    supports_choices = False
+    key_env = "MAGISTER_API_KEY"
+
+    def __init__(self, spec: str, *, concurrency: int | None = None, timeout_s: float | None = None,
+                 max_retries: int = 6, backoff_s: float = 0.5, max_backoff_s: float = 60.0) -> None:
+        super().__init__(spec)
+        self.base_url, self.model_name = self._parse(spec.partition(":")[2])
+        self.concurrency = concurrency or int(os.environ.get("MAGISTER_HTTP_CONCURRENCY", "8"))
+        self.batch_size = self.concurrency * 4
+        self.max_retries, self.backoff_s, self.max_backoff_s = max_retries, backoff_s, max_backoff_s
+        timeout = timeout_s or float(os.environ.get("MAGISTER_HTTP_TIMEOUT", "120"))
+        headers = {"Content-Type": "application/json"}
+        key = self._key()
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        self.client = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout,
+                                   limits=httpx.Limits(max_connections=self.concurrency))
+        self.pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="magister-http")
+        self.retries = 0  # retried attempts, for reports and tests
+
+    def _parse(self, rest: str) -> tuple[str, str]:
+        url, _, model = rest.partition("#")
+        if not url.startswith(("http://", "https://")) or not model:
+            raise ConfigError(f"'{self.spec}' should look like openai-compatible:http://HOST:PORT/v1#MODEL")
+        return url.rstrip("/"), model
+
+    def _key(self) -> str | None:
+        return os.environ.get(self.key_env)
+
+    def identity(self) -> str:
+        return f"{self.base_url}#{self.model_name}"
+
+    def generate(self, requests: Sequence[Request]) -> list[Completion]:
+        futures = [self.pool.submit(self._one, r) for r in requests]
+        results: dict[int, Completion] = {}
+        failure: BaseException | None = None
+        for index, future in enumerate(futures):
+            try:
+                results[index] = future.result()
+            except BaseException as err:  # keep collecting: the finished ones are worth saving
+                failure = failure or err
+        if failure is not None:
+            if isinstance(failure, BackendError):
+                failure.partial = results  # type: ignore[attr-defined]
+            raise failure
+        return [results[i] for i in range(len(requests))]
+
+    def _body(self, request: Request) -> tuple[str, dict[str, Any]]:
+        body: dict[str, Any] = {"model": self.model_name, "max_tokens": request.max_tokens,
+                                "temperature": request.temperature}
+        if request.seed is not None:
+            body["seed"] = request.seed
+        if request.stop:
+            body["stop"] = request.stop
+        if request.messages is None:
+            body["prompt"] = request.prompt
+            if request.logprobs:
+                body["logprobs"] = max(1, request.top_logprobs)
+            return "/completions", body
+        body["messages"] = [m.model_dump() for m in request.messages]
+        if request.logprobs:
+            body["logprobs"] = True
+            if request.top_logprobs:
+                body["top_logprobs"] = request.top_logprobs
+        return "/chat/completions", body
+
+    def _one(self, request: Request) -> Completion:
+        path, body = self._body(request)
+        start = time.perf_counter()
+        for attempt in range(self.max_retries + 1):
+            last = attempt == self.max_retries
+            try:
+                response = self.client.post(path, json=body)
+            except (httpx.TimeoutException, httpx.TransportError) as err:
+                if last:
+                    raise BackendError(f"{self.base_url}{path}: {type(err).__name__} after {attempt + 1} tries") from None
+                self._sleep(attempt, None)
+                continue
+            if response.status_code == 200:
+                return self._parse_response(path, response.json(), time.perf_counter() - start)
+            if response.status_code in RETRY_STATUS and not last:
+                self._sleep(attempt, retry_after(response.headers.get("Retry-After")))
+                continue
+            detail = response.text[:300]
+            if response.status_code == 429:
+                raise RateLimitError(f"{self.base_url}{path}: still rate limited after {attempt + 1} tries: {detail}")
+            if response.status_code in (401, 403):
+                raise BackendError(f"{self.base_url}{path}: HTTP {response.status_code}: check the key in "
+                                   f"{self.key_env}: {detail}")
+            raise BackendError(f"{self.base_url}{path}: HTTP {response.status_code}: {detail}")
+        raise AssertionError("unreachable")
+
+    def _sleep(self, attempt: int, asked: float | None) -> None:
+        self.retries += 1
+        delay = min(self.max_backoff_s, self.backoff_s * 2 ** attempt) * random.uniform(0.5, 1.0)
+        if asked is not None:
+            delay = max(delay, min(asked, self.max_backoff_s))
+        time.sleep(delay)
+
+    def _parse_response(self, path: str, data: dict[str, Any], latency: float) -> Completion:
+        try:
+            choice = data["choices"][0]
+            text = choice["message"]["content"] if path == "/chat/completions" else choice["text"]
+        except (KeyError, IndexError, TypeError):
+            raise BackendError(f"{self.base_url}{path}: unexpected response shape: {str(data)[:300]}") from None
+        usage = data.get("usage") or {}
+        logprobs = None
+        content = (choice.get("logprobs") or {}).get("content") if isinstance(choice.get("logprobs"), dict) else None
+        if content:
+            logprobs = [TokenLogprob(token=t["token"], logprob=t["logprob"],
+                                     top={x["token"]: x["logprob"] for x in t.get("top_logprobs") or []} or None)
+                        for t in content]
+        return Completion(text=text or "", logprobs=logprobs, prompt_tokens=usage.get("prompt_tokens", 0),
+                          completion_tokens=usage.get("completion_tokens", 0), latency_s=latency,
+                          finish_reason=choice.get("finish_reason"))
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.client.close()
+
+
+class OpenAIModel(OpenAICompatModel):
+    """The OpenAI API itself: `openai:MODEL`, key from OPENAI_API_KEY."""
+
+    backend = "openai"
+    key_env = "OPENAI_API_KEY"
+
+    def _parse(self, rest: str) -> tuple[str, str]:
+        if not rest:
+            raise ConfigError("name the model: openai:gpt-4o-mini")
+        base = os.environ.get("OPENAI_BASE_URL", "https://api.openai.com/v1")
+        return base.rstrip("/"), rest
+
+    def _key(self) -> str | None:
+        key = os.environ.get(self.key_env)
+        if not key:
+            raise ConfigError("No key found - set OPENAI_API_KEY (it is read from the environment and never stored)")
+        return key

@@ -1,0 +1,161 @@
+"""Sit an exam: ask a model every item, grade every answer, store everything, report a score.
+
+The loop works in batches. For each batch it looks every request up in the response cache,
+sends only the misses to the model, and writes responses, answers and grades in one
+transaction. An interrupted run (Ctrl-C, kill -9) is resumed by the next identical
+invocation: items already answered are skipped, and cached responses cost nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from magister.errors import BackendError
+from magister.exams.prompt import build_request
+from magister.graders import get_grader
+from magister.models.base import Model, cache_key
+from magister.stats import mean_ci, wilson
+from magister.store import Store
+from magister.types import Answer, Completion, Exam, Grade, Item, Request
+
+
+@dataclass
+class Summary:
+    """The score of a run, and what it cost."""
+
+    run_id: str
+    exam: str
+    model: str
+    grader: str
+    n: int
+    correct: int
+    accuracy: float
+    ci_low: float
+    ci_high: float
+    mean_score: float
+    parse_failures: int
+    cache_hits: int
+    model_calls: int
+    prompt_tokens: int
+    completion_tokens: int
+    wall_s: float
+    resumed_items: int
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def fingerprint(exam: Exam, model: Model, grader: str, settings: dict[str, object]) -> str:
+    """Identical invocations share a fingerprint; an unfinished run with it is resumed."""
+    payload = [exam.version, model.spec, model.identity(), grader, settings]
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def answer_from(item: Item, key: str, completion: Completion) -> Answer:
+    return Answer(item_id=item.id, text=completion.text, choice_logprobs=completion.choice_logprobs,
+                  prompt_tokens=completion.prompt_tokens, completion_tokens=completion.completion_tokens,
+                  latency_s=completion.latency_s, cached=completion.cached, request_key=key)
+
+
+def summarize(run_id: str, exam: Exam, model: str, grader: str, graded: list[tuple[Answer, Grade]],
+              wall_s: float, resumed_items: int) -> Summary:
+    grades = [g for _, g in graded]
+    answers = [a for a, _ in graded]
+    correct = sum(1 for g in grades if g.correct)
+    n = len(grades)
+    binary = all(g.correct is not None for g in grades)
+    low, high = wilson(correct, n) if binary else mean_ci([g.score for g in grades])
+    return Summary(
+        run_id=run_id, exam=exam.name, model=model, grader=grader, n=n, correct=correct,
+        accuracy=correct / n if n else 0.0, ci_low=low, ci_high=high,
+        mean_score=sum(g.score for g in grades) / n if n else 0.0,
+        parse_failures=sum(1 for g in grades if not g.parsed),
+        cache_hits=sum(1 for a in answers if a.cached), model_calls=sum(1 for a in answers if not a.cached),
+        prompt_tokens=sum(a.prompt_tokens for a in answers), completion_tokens=sum(a.completion_tokens for a in answers),
+        wall_s=wall_s, resumed_items=resumed_items)
+
+
+def _generate(model: Model, store: Store, todo: list[tuple[str, Request]]) -> list[Completion]:
+    """Ask the model; if the batch fails part-way, cache what did finish before re-raising."""
+    if not todo:
+        return []
+    try:
+        return model.generate([request for _, request in todo])
+    except BackendError as err:
+        finished = [(todo[i][0], todo[i][1], c) for i, c in err.partial.items() if isinstance(c, Completion)]
+        if finished:
+            with store.transaction():
+                store.put_responses(model.backend, model.identity(), finished)
+        raise
+
+
+def sit(exam: Exam, model: Model, store: Store, *, grader: str = "auto", use_choices: bool = True,
+        batch_size: int | None = None, console: Console | None = None, progress: bool = True,
+        on_batch: Callable[[int], None] | None = None) -> Summary:
+    """Make `model` sit `exam`, grading with `grader`; returns the run's Summary.
+
+    `use_choices` scores closed answer sets by log-probability when the backend can;
+    `on_batch` is called with the number of items finished so far (tests use it to interrupt).
+    """
+    grade = get_grader(grader)
+    choices = use_choices and model.supports_choices
+    settings = {"use_choices": choices}
+    fp = fingerprint(exam, model, grader, settings)
+    run_id = store.resumable_run(fp)
+    if run_id is None:
+        config = {"exam": exam.name, "exam_version": exam.version, "source": exam.source, "model": model.spec,
+                  "grader": grader, **settings, "fewshot": len(exam.fewshot)}
+        run_id = store.create_run(exam, model.spec, grader, len(exam.items), fp, config)
+    done = store.answered(run_id)
+    todo = [(pos, item) for pos, item in enumerate(exam.items) if item.id not in done]
+    size = batch_size or model.batch_size
+    console = console or Console(stderr=True)
+    started = time.perf_counter()
+    stats = {"hits": 0, "tokens": 0}
+
+    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[rate]}"), TimeElapsedColumn()]
+    with Progress(*columns, console=console, disable=not progress, transient=False) as bar:
+        task = bar.add_task(f"{exam.name} · {model.spec}", total=len(exam.items), completed=len(done), rate="")
+        if done:
+            console.print(f"Resuming run {run_id}: {len(done)} of {len(exam.items)} items already answered.")
+        for start in range(0, len(todo), size):
+            batch = todo[start:start + size]
+            requests = [build_request(item, exam, use_choices=choices) for _, item in batch]
+            keys = [cache_key(model, r) for r in requests]
+            completions = store.cached([k for k, r in zip(keys, requests) if r.cacheable])
+            for completion in completions.values():
+                completion.cached = True
+            misses = [i for i, k in enumerate(keys) if k not in completions]
+            fresh = _generate(model, store, [(keys[i], requests[i]) for i in misses])
+            for i, completion in zip(misses, fresh):
+                completions[keys[i]] = completion
+            rows = []
+            for (pos, item), key in zip(batch, keys):
+                answer = answer_from(item, key, completions[key])
+                rows.append((pos, answer, grade(item, answer)))
+            with store.transaction():
+                store.put_responses(model.backend, model.identity(),
+                                    [(keys[i], requests[i], c) for i, c in zip(misses, fresh)])
+                store.put_answers(run_id, rows)
+            stats["hits"] += len(batch) - len(misses)
+            stats["tokens"] += sum(c.completion_tokens + c.prompt_tokens for c in fresh)
+            elapsed = time.perf_counter() - started
+            finished = start + len(batch)
+            bar.update(task, advance=len(batch),
+                       rate=f"{finished / elapsed:.1f} items/s · {stats['tokens'] / elapsed:.0f} tok/s · "
+                            f"{stats['hits']} cached")
+            if on_batch is not None:
+                on_batch(finished)
+
+    summary = summarize(run_id, exam, model.spec, grader, store.answers(run_id),
+                        time.perf_counter() - started, resumed_items=len(done))
+    store.finish_run(run_id, summary.to_dict())
+    return summary

@@ -1,0 +1,236 @@
+"""The SQLite store: runs, exams, every request and response (the response cache), answers, grades.
+
+One database file in the user directory (`MAGISTER_HOME`, or the platform's user-data
+dir), in WAL mode so a reader (`magister runs`) never blocks a run. Each batch of answers
+is written in one transaction together with its responses and grades, so a crash or
+Ctrl-C loses at most the batch in flight and a resumed run picks up from there.
+Schema changes are numbered migration functions, applied in order (PRAGMA user_version).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from magister.types import Answer, Completion, Exam, Grade, Request
+
+
+def user_dir() -> Path:
+    """Where Magister keeps its database and trained models: $MAGISTER_HOME or the user-data dir."""
+    env = os.environ.get("MAGISTER_HOME")
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("magister", appauthor=False))
+
+
+def _execute_all(db: sqlite3.Connection, script: str) -> None:
+    """Run `;`-separated statements one by one (executescript would commit the migration half-way)."""
+    for statement in script.split(";"):
+        if statement.strip():
+            db.execute(statement)
+
+
+def _m001_initial(db: sqlite3.Connection) -> None:
+    _execute_all(db, """
+        CREATE TABLE exams (
+            version TEXT PRIMARY KEY, name TEXT NOT NULL, source TEXT, body TEXT NOT NULL, created_at REAL);
+        CREATE TABLE runs (
+            id TEXT PRIMARY KEY, created_at REAL NOT NULL, finished_at REAL, status TEXT NOT NULL,
+            exam_name TEXT NOT NULL, exam_version TEXT NOT NULL REFERENCES exams(version),
+            model TEXT NOT NULL, grader TEXT NOT NULL, n_items INTEGER NOT NULL,
+            fingerprint TEXT NOT NULL, config TEXT NOT NULL, summary TEXT);
+        CREATE INDEX runs_fingerprint ON runs(fingerprint, status);
+        CREATE TABLE responses (
+            key TEXT PRIMARY KEY, backend TEXT NOT NULL, model TEXT NOT NULL,
+            request TEXT NOT NULL, completion TEXT NOT NULL, created_at REAL NOT NULL);
+        CREATE TABLE answers (
+            run_id TEXT NOT NULL REFERENCES runs(id), item_id TEXT NOT NULL, position INTEGER NOT NULL,
+            request_key TEXT NOT NULL REFERENCES responses(key), text TEXT NOT NULL, choice_logprobs TEXT,
+            prompt_tokens INTEGER, completion_tokens INTEGER, latency_s REAL, cached INTEGER NOT NULL,
+            created_at REAL NOT NULL, PRIMARY KEY (run_id, item_id));
+        CREATE TABLE grades (
+            run_id TEXT NOT NULL REFERENCES runs(id), item_id TEXT NOT NULL, grader TEXT NOT NULL,
+            score REAL NOT NULL, correct INTEGER, extracted TEXT, parsed INTEGER NOT NULL,
+            rationale TEXT, raw TEXT, PRIMARY KEY (run_id, item_id, grader));
+    """)
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m001_initial]
+
+
+@dataclass(frozen=True)
+class RunRow:
+    id: str
+    created_at: float
+    finished_at: float | None
+    status: str  # running | finished
+    exam_name: str
+    exam_version: str
+    model: str
+    grader: str
+    n_items: int
+    config: dict[str, Any]
+    summary: dict[str, Any] | None
+
+
+class Store:
+    """All reads and writes of the database go through here."""
+
+    def __init__(self, path: Path | str | None = None) -> None:
+        self.path = Path(path) if path is not None else user_dir() / "magister.db"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute("PRAGMA foreign_keys=ON")
+        self._migrate()
+
+    def _migrate(self) -> None:
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        for number, migration in enumerate(MIGRATIONS[version:], start=version + 1):
+            with self.transaction():
+                migration(self.db)
+                self.db.execute(f"PRAGMA user_version = {number}")
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- response cache ---------------------------------------------------------------
+
+    def cached(self, keys: Sequence[str]) -> dict[str, Completion]:
+        """The stored completions for those keys that have one."""
+        found: dict[str, Completion] = {}
+        unique = list(dict.fromkeys(keys))
+        for start in range(0, len(unique), 500):
+            chunk = unique[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            for key, body in self.db.execute(f"SELECT key, completion FROM responses WHERE key IN ({marks})", chunk):
+                found[key] = Completion.model_validate_json(body)
+        return found
+
+    def put_responses(self, backend: str, model: str,
+                      rows: Iterable[tuple[str, Request, Completion]]) -> None:
+        """Store responses (call inside a transaction). The `cached` flag is never stored as true."""
+        now = time.time()
+        self.db.executemany(
+            "INSERT OR REPLACE INTO responses (key, backend, model, request, completion, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            [(key, backend, model, request.model_dump_json(), completion.model_copy(update={"cached": False})
+              .model_dump_json(), now) for key, request, completion in rows])
+
+    # -- exams and runs ---------------------------------------------------------------
+
+    def put_exam(self, exam: Exam) -> None:
+        self.db.execute("INSERT OR IGNORE INTO exams (version, name, source, body, created_at) VALUES (?,?,?,?,?)",
+                        (exam.version, exam.name, exam.source, exam.model_dump_json(), time.time()))
+
+    def exam(self, version: str) -> Exam:
+        row = self.db.execute("SELECT body FROM exams WHERE version = ?", (version,)).fetchone()
+        if row is None:
+            raise KeyError(version)
+        return Exam.model_validate_json(row[0])
+
+    def create_run(self, exam: Exam, model: str, grader: str, n_items: int, fingerprint: str,
+                   config: dict[str, Any]) -> str:
+        run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+        with self.transaction():
+            self.put_exam(exam)
+            self.db.execute(
+                "INSERT INTO runs (id, created_at, status, exam_name, exam_version, model, grader, n_items, "
+                "fingerprint, config) VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?, ?)",
+                (run_id, time.time(), exam.name, exam.version, model, grader, n_items, fingerprint,
+                 json.dumps(config, sort_keys=True)))
+        return run_id
+
+    def resumable_run(self, fingerprint: str) -> str | None:
+        """The latest unfinished run with this fingerprint (same exam, model, grader, settings)."""
+        row = self.db.execute("SELECT id FROM runs WHERE fingerprint = ? AND status = 'running' "
+                              "ORDER BY created_at DESC LIMIT 1", (fingerprint,)).fetchone()
+        return row[0] if row else None
+
+    def finish_run(self, run_id: str, summary: dict[str, Any]) -> None:
+        with self.transaction():
+            self.db.execute("UPDATE runs SET status = 'finished', finished_at = ?, summary = ? WHERE id = ?",
+                            (time.time(), json.dumps(summary), run_id))
+
+    def run(self, run_id: str) -> RunRow:
+        rows = self.runs(run_id=run_id)
+        if not rows:
+            raise KeyError(run_id)
+        return rows[0]
+
+    def runs(self, run_id: str | None = None, exam: str | None = None, limit: int = 1000) -> list[RunRow]:
+        sql = ("SELECT id, created_at, finished_at, status, exam_name, exam_version, model, grader, n_items, "
+               "config, summary FROM runs")
+        where, args = [], []
+        if run_id is not None:
+            where.append("(id = ? OR id LIKE ?)")
+            args += [run_id, f"%{run_id}"]
+        if exam is not None:
+            where.append("exam_name = ?")
+            args.append(exam)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY created_at DESC LIMIT ?"
+        rows = self.db.execute(sql, [*args, limit]).fetchall()
+        return [RunRow(*r[:9], config=json.loads(r[9]), summary=json.loads(r[10]) if r[10] else None) for r in rows]
+
+    # -- answers and grades -----------------------------------------------------------
+
+    def answered(self, run_id: str) -> set[str]:
+        return {r[0] for r in self.db.execute("SELECT item_id FROM answers WHERE run_id = ?", (run_id,))}
+
+    def put_answers(self, run_id: str, rows: Iterable[tuple[int, Answer, Grade]]) -> None:
+        """Store answers with their grades (call inside a transaction)."""
+        now = time.time()
+        rows = list(rows)
+        self.db.executemany(
+            "INSERT OR REPLACE INTO answers (run_id, item_id, position, request_key, text, choice_logprobs, "
+            "prompt_tokens, completion_tokens, latency_s, cached, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            [(run_id, a.item_id, pos, a.request_key, a.text,
+              json.dumps(a.choice_logprobs) if a.choice_logprobs is not None else None,
+              a.prompt_tokens, a.completion_tokens, a.latency_s, int(a.cached), now) for pos, a, _ in rows])
+        self.db.executemany(
+            "INSERT OR REPLACE INTO grades (run_id, item_id, grader, score, correct, extracted, parsed, rationale, "
+            "raw) VALUES (?,?,?,?,?,?,?,?,?)",
+            [(run_id, g.item_id, g.grader, g.score, None if g.correct is None else int(g.correct), g.extracted,
+              int(g.parsed), g.rationale, g.raw) for _, _, g in rows])
+
+    def answers(self, run_id: str) -> list[tuple[Answer, Grade]]:
+        """A run's answers with their grades, in exam order."""
+        rows = self.db.execute(
+            "SELECT a.item_id, a.text, a.choice_logprobs, a.prompt_tokens, a.completion_tokens, a.latency_s, "
+            "a.cached, a.request_key, g.grader, g.score, g.correct, g.extracted, g.parsed, g.rationale, g.raw "
+            "FROM answers a JOIN grades g ON g.run_id = a.run_id AND g.item_id = a.item_id "
+            "WHERE a.run_id = ? ORDER BY a.position", (run_id,)).fetchall()
+        return [(Answer(item_id=r[0], text=r[1], choice_logprobs=json.loads(r[2]) if r[2] else None,
+                        prompt_tokens=r[3], completion_tokens=r[4], latency_s=r[5], cached=bool(r[6]),
+                        request_key=r[7]),
+                 Grade(item_id=r[0], grader=r[8], score=r[9], correct=None if r[10] is None else bool(r[10]),
+                       extracted=r[11], parsed=bool(r[12]), rationale=r[13], raw=r[14])) for r in rows]
+
+    def request(self, key: str) -> Request:
+        row = self.db.execute("SELECT request FROM responses WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            raise KeyError(key)
+        return Request.model_validate_json(row[0])
