@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 import time
 from importlib import resources
 from pathlib import Path
@@ -196,5 +195,5 @@ def models(as_json: JsonOpt = False) -> None:
     out.print("mock scores choices in modes first, last and random.")
 
 
-def main() -> None:  # pragma: no cover
-    sys.exit(app())
+if __name__ == "__main__":
+    app()

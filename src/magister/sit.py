@@ -41,8 +41,8 @@ class Summary:
     ci_high: float
     mean_score: float
     parse_failures: int
-    cache_hits: int
-    model_calls: int
+    cache_hits: int  # answers this invocation took from the response cache
+    model_calls: int  # requests this invocation sent to the model
     prompt_tokens: int
     completion_tokens: int
     wall_s: float
@@ -65,7 +65,7 @@ def answer_from(item: Item, key: str, completion: Completion) -> Answer:
 
 
 def summarize(run_id: str, exam: Exam, model: str, grader: str, graded: list[tuple[Answer, Grade]],
-              wall_s: float, resumed_items: int) -> Summary:
+              wall_s: float, resumed_items: int, cache_hits: int, model_calls: int) -> Summary:
     grades = [g for _, g in graded]
     answers = [a for a, _ in graded]
     correct = sum(1 for g in grades if g.correct)
@@ -77,7 +77,7 @@ def summarize(run_id: str, exam: Exam, model: str, grader: str, graded: list[tup
         accuracy=correct / n if n else 0.0, ci_low=low, ci_high=high,
         mean_score=sum(g.score for g in grades) / n if n else 0.0,
         parse_failures=sum(1 for g in grades if not g.parsed),
-        cache_hits=sum(1 for a in answers if a.cached), model_calls=sum(1 for a in answers if not a.cached),
+        cache_hits=cache_hits, model_calls=model_calls,
         prompt_tokens=sum(a.prompt_tokens for a in answers), completion_tokens=sum(a.completion_tokens for a in answers),
         wall_s=wall_s, resumed_items=resumed_items)
 
@@ -118,7 +118,7 @@ def sit(exam: Exam, model: Model, store: Store, *, grader: str = "auto", use_cho
     size = batch_size or model.batch_size
     console = console or Console(stderr=True)
     started = time.perf_counter()
-    stats = {"hits": 0, "tokens": 0}
+    stats = {"hits": 0, "calls": 0, "tokens": 0}
 
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[rate]}"), TimeElapsedColumn()]
@@ -146,6 +146,7 @@ def sit(exam: Exam, model: Model, store: Store, *, grader: str = "auto", use_cho
                                     [(keys[i], requests[i], c) for i, c in zip(misses, fresh)])
                 store.put_answers(run_id, rows)
             stats["hits"] += len(batch) - len(misses)
+            stats["calls"] += len(misses)
             stats["tokens"] += sum(c.completion_tokens + c.prompt_tokens for c in fresh)
             elapsed = time.perf_counter() - started
             finished = start + len(batch)
@@ -156,6 +157,7 @@ def sit(exam: Exam, model: Model, store: Store, *, grader: str = "auto", use_cho
                 on_batch(finished)
 
     summary = summarize(run_id, exam, model.spec, grader, store.answers(run_id),
-                        time.perf_counter() - started, resumed_items=len(done))
+                        time.perf_counter() - started, resumed_items=len(done), cache_hits=stats["hits"],
+                        model_calls=stats["calls"])
     store.finish_run(run_id, summary.to_dict())
     return summary

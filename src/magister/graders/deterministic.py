@@ -87,9 +87,9 @@ def choice(item: Item, answer: Answer) -> Grade:
 
 
 def find_number(text: str) -> float | None:
-    """The final number of an answer: after '####' if present, else the last number in it."""
-    tail = text.rsplit("####", 1)[1] if "####" in text else text
-    numbers = _NUMBER.findall(tail) or _NUMBER.findall(text)
+    """The final answer of a text: the number right after the last '####', else the last number in it."""
+    after = _NUMBER.findall(text.rsplit("####", 1)[1]) if "####" in text else []
+    numbers = after[:1] or _NUMBER.findall(text)
     if not numbers:
         return None
     try:

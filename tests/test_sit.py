@@ -1,0 +1,121 @@
+"""Sitting an exam: scores, the response cache, resume after Ctrl-C and after kill -9."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from helpers import sentiment_exam, write_jsonl
+from magister.errors import BackendError
+from magister.models.base import load_model
+from magister.models.mock import MockModel
+from magister.sit import sit
+from magister.store import Store
+
+
+def test_score_and_interval(store: Store) -> None:
+    summary = sit(sentiment_exam(20), load_model("mock:first"), store, progress=False)
+    assert (summary.n, summary.correct, summary.accuracy) == (20, 10, 0.5)  # 'negative' is right half the time
+    assert summary.ci_low == pytest.approx(0.2993, abs=1e-3) and summary.ci_high == pytest.approx(0.7007, abs=1e-3)
+    assert summary.model_calls == 20 and summary.cache_hits == 0 and summary.parse_failures == 0
+
+
+def test_rerun_is_all_cache_hits(store: Store) -> None:
+    exam = sentiment_exam(12)
+    first = sit(exam, load_model("mock:random"), store, progress=False)
+    model = load_model("mock:random?seed=99")  # a different seed would answer differently ...
+    model.spec = "mock:random"  # ... but the cache is keyed by identity, so it is never asked
+    second = sit(exam, model, store, progress=False)
+    assert model.calls == 0 and second.cache_hits == 12 and second.model_calls == 0
+    assert second.accuracy == first.accuracy and second.run_id != first.run_id
+
+
+def test_generation_fallback_when_backend_cannot_score(store: Store) -> None:
+    model = MockModel("mock:custom", respond=lambda r: "I'd say positive.")
+    summary = sit(sentiment_exam(4), model, store, progress=False)
+    assert summary.accuracy == 0.5
+    [(answer, grade), *_] = store.answers(summary.run_id)
+    assert answer.choice_logprobs is None and grade.extracted == "positive"
+
+
+def test_unparsed_answers_are_counted(store: Store) -> None:
+    summary = sit(sentiment_exam(4), load_model("mock:text=no idea"), store, progress=False)
+    assert summary.parse_failures == 4 and summary.accuracy == 0.0
+
+
+def test_interrupt_then_resume_asks_nothing_twice(store: Store) -> None:
+    exam = sentiment_exam(40)
+
+    def stop_after_two_batches(done: int) -> None:
+        if done >= 16:
+            raise KeyboardInterrupt
+
+    first = load_model("mock:first")
+    with pytest.raises(KeyboardInterrupt):
+        sit(exam, first, store, batch_size=8, progress=False, on_batch=stop_after_two_batches)
+    assert first.calls == 16
+    second = load_model("mock:first")
+    summary = sit(exam, second, store, batch_size=8, progress=False)
+    assert second.calls == 24 and summary.resumed_items == 16 and summary.n == 40
+    assert len(store.runs()) == 1  # the same run, finished
+
+
+def test_failed_batch_keeps_finished_completions(store: Store) -> None:
+    class HalfBroken(MockModel):
+        def generate(self, requests):  # noqa: ANN001, ANN202
+            done = super().generate(requests[:2])
+            error = BackendError("server went away")
+            error.partial = dict(enumerate(done))
+            raise error
+
+    exam = sentiment_exam(4)
+    with pytest.raises(BackendError):
+        sit(exam, HalfBroken("mock:first"), store, progress=False)
+    healthy = load_model("mock:first")
+    summary = sit(exam, healthy, store, progress=False)
+    assert healthy.calls == 2 and summary.cache_hits == 2
+
+
+def _answers_in(db: Path) -> int:
+    try:
+        with sqlite3.connect(db, timeout=5) as conn:
+            return conn.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+def test_killed_process_resumes(tmp_path: Path, magister_home: Path, sig: signal.Signals) -> None:
+    """A real `magister exam` process killed mid-run; the next identical command finishes the job."""
+    rows = [{"id": f"q{i}", "text": f"item {i}", "label": ["neg", "pos"][i % 2]} for i in range(120)]
+    path = write_jsonl(tmp_path / "exam.jsonl", rows)
+    command = [sys.executable, "-m", "magister.cli", "exam", str(path), "--model", "mock:first?delay=0.02", "--json"]
+    env = {**os.environ, "MAGISTER_HOME": str(magister_home)}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    db = magister_home / "magister.db"
+    deadline = time.time() + 30
+    while _answers_in(db) < 16 and time.time() < deadline:
+        time.sleep(0.05)
+    process.send_signal(sig)
+    process.wait(timeout=30)
+    assert process.returncode == (-9 if sig == signal.SIGKILL else 130)
+    saved = _answers_in(db)
+    assert 16 <= saved < 120
+
+    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0, again.stderr
+    import json
+
+    summary = json.loads(again.stdout)
+    assert summary["n"] == 120 and summary["resumed_items"] == saved
+    assert summary["model_calls"] + summary["cache_hits"] == 120 - saved
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT COUNT(DISTINCT run_id) FROM answers").fetchone()[0] == 1
+        assert conn.execute("SELECT status FROM runs").fetchall() == [("finished",)]
