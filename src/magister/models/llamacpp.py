@@ -1,12 +1,16 @@
 """GGUF models on the CPU with llama.cpp (llama-cpp-python). `llamacpp:smollm2` is the embedded default.
 
-Generation goes through `create_chat_completion`, which formats messages with the chat
-template stored in the GGUF file. Constrained choice scoring formats the same prompt,
-evaluates it once (re-using the key-value cache for the prefix it shares with the previous
-prompt, such as a few-shot block), and reads the log-probability of each candidate's
-tokens: the first token from the prompt's last logits, later tokens by decoding one token
-at a time. Only the last position's logits are ever computed, so prompts cost no more
-than in plain generation.
+Messages are formatted with the chat template stored in the GGUF file. Constrained choice
+scoring evaluates the prompt once and reads the log-probability of each candidate's tokens:
+the first token from the prompt's last logits, later tokens by decoding one token at a time.
+Only the last position's logits are ever computed, so prompts cost no more than in plain
+generation.
+
+Prompts that share a prefix with the previous one (a few-shot block, a system prompt) re-use
+its key-value cache, but only in whole blocks of BLOCK tokens: llama.cpp's arithmetic depends
+on how a prompt is split into batches, so a prompt is always evaluated in the same
+partition (aligned blocks, then the tail). The same request then gets the same answer
+whatever was asked before it, which a cache-keyed, resumable evaluation needs.
 """
 
 from __future__ import annotations
@@ -46,6 +50,9 @@ def resolve_path(name: str) -> Path:
     return path
 
 
+BLOCK = 32  # prompt tokens are evaluated in aligned blocks of this size
+
+
 def _log_softmax_at(logits: Any, token: int) -> float:
     import numpy as np
 
@@ -74,7 +81,8 @@ class LlamaCppModel(Model):
         if not template:
             raise BackendError(f"{self.path} has no chat template in its metadata")
         special = lambda token: self.llm.detokenize([token], special=True).decode("utf-8", "replace")  # noqa: E731
-        self.formatter = Jinja2ChatFormatter(template=template, eos_token=special(self.llm.token_eos()),
+        self.stop = special(self.llm.token_eos())  # end of an assistant turn
+        self.formatter = Jinja2ChatFormatter(template=template, eos_token=self.stop,
                                              bos_token=special(self.llm.token_bos()))
         stat = self.path.stat()
         self._identity = f"{self.path.name}:{stat.st_size}:{int(stat.st_mtime)}"
@@ -92,30 +100,36 @@ class LlamaCppModel(Model):
     def generate(self, requests: Sequence[Request]) -> list[Completion]:
         return [self._score(r) if r.choices else self._generate(r) for r in requests]
 
-    def _generate(self, request: Request) -> Completion:
-        start = time.perf_counter()
-        common = dict(max_tokens=request.max_tokens, temperature=request.temperature, seed=request.seed,
-                      stop=request.stop or None)
-        if request.messages is not None:
-            out = self.llm.create_chat_completion(messages=[m.model_dump() for m in request.messages], **common)
-            text = out["choices"][0]["message"]["content"] or ""
-        else:
-            out = self.llm.create_completion(prompt=request.prompt, **common)
-            text = out["choices"][0]["text"]
-        usage = out["usage"]
-        return Completion(text=text, prompt_tokens=usage["prompt_tokens"], completion_tokens=usage["completion_tokens"],
-                          latency_s=time.perf_counter() - start, finish_reason=out["choices"][0]["finish_reason"])
+    def _tokens(self, request: Request) -> list[int]:
+        tokens = self.llm.tokenize(self.format(request).encode(), add_bos=False, special=True)
+        if len(tokens) + request.max_tokens > self.llm.n_ctx():
+            raise BackendError(f"prompt of {len(tokens)} tokens plus {request.max_tokens} to generate does not fit "
+                               f"the context of {self.llm.n_ctx()} tokens")
+        return tokens
 
-    def _eval_prompt(self, tokens: list[int]) -> None:
-        """Evaluate `tokens`, keeping the longest prefix already in the key-value cache."""
+    def _prefill(self, tokens: list[int]) -> None:
+        """Make the cache hold every whole block of `tokens` before its last token, re-using what it has."""
         llm = self.llm
-        keep = 0
-        limit = min(llm.n_tokens, len(tokens) - 1)  # always evaluate at least one token for fresh logits
-        cached = llm.input_ids
+        end = (len(tokens) - 1) // BLOCK * BLOCK
+        cached, keep = llm.input_ids, 0
+        limit = min(llm.n_tokens, end)
         while keep < limit and cached[keep] == tokens[keep]:
             keep += 1
-        llm.n_tokens = keep
-        llm.eval(tokens[keep:])
+        llm.n_tokens = keep // BLOCK * BLOCK
+        for start in range(llm.n_tokens, end, BLOCK):
+            llm.eval(tokens[start:start + BLOCK])
+
+    def _generate(self, request: Request) -> Completion:
+        start = time.perf_counter()
+        tokens = self._tokens(request)
+        self._prefill(tokens)  # create_completion re-uses these blocks and evaluates the tail in one batch
+        stop = list(request.stop) + ([self.stop] if request.messages is not None else [])
+        out = self.llm.create_completion(prompt=tokens, max_tokens=request.max_tokens,
+                                         temperature=request.temperature, seed=request.seed, stop=stop)
+        usage = out["usage"]
+        return Completion(text=out["choices"][0]["text"], prompt_tokens=usage["prompt_tokens"],
+                          completion_tokens=usage["completion_tokens"], latency_s=time.perf_counter() - start,
+                          finish_reason=out["choices"][0]["finish_reason"])
 
     def _last_logits(self) -> Any:
         import numpy as np
@@ -126,11 +140,9 @@ class LlamaCppModel(Model):
     def _score(self, request: Request) -> Completion:
         """Sum of the log-probabilities of each candidate's tokens after the prompt."""
         start = time.perf_counter()
-        prompt = self.format(request)
-        prompt_tokens = self.llm.tokenize(prompt.encode(), add_bos=False, special=True)
-        if len(prompt_tokens) + 16 > self.llm.n_ctx():
-            raise BackendError(f"prompt of {len(prompt_tokens)} tokens does not fit the context of {self.llm.n_ctx()}")
-        self._eval_prompt(prompt_tokens)
+        prompt_tokens = self._tokens(request)
+        self._prefill(prompt_tokens)
+        self.llm.eval(prompt_tokens[self.llm.n_tokens:])
         first = self._last_logits()
         n_prompt = len(prompt_tokens)
         scores: dict[str, float] = {}

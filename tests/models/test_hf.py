@@ -1,0 +1,89 @@
+"""The transformers backend on a tiny random Llama built in code (seconds, no download)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from magister.models.base import load_model
+from magister.types import Message, Request
+
+pytestmark = pytest.mark.hf
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+WORDS = "the a is it good bad movie food great awful positive negative label answer yes no one two".split()
+TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|> {{ m['content'] }} <|end|> {% endfor %}"
+            "{% if add_generation_prompt %}<|assistant|> {% endif %}")
+
+
+def build_tiny_model(path: Path) -> Path:
+    """A 2-layer Llama with a word-level tokenizer and a chat template, saved like any HF model dir."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    specials = ["<pad>", "<s>", "</s>", "<unk>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]
+    vocab = {token: i for i, token in enumerate(specials + WORDS)}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>",
+                                                     eos_token="</s>", unk_token="<unk>")
+    tokenizer.chat_template = TEMPLATE
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64,
+                                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                      max_position_embeddings=256, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    transformers.LlamaForCausalLM(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    return load_model(f"hf:{build_tiny_model(tmp_path_factory.mktemp('tiny'))}")
+
+
+def chat(text: str, **kw) -> Request:  # noqa: ANN003
+    return Request(messages=[Message(role="user", content=text)], **kw)
+
+
+def test_batched_scores_equal_one_at_a_time(tiny) -> None:  # noqa: ANN001
+    """Padding in a batch must not change any candidate's log-probability."""
+    requests = [chat("good movie", choices=["positive", "negative", "yes no one"]),
+                chat("the food is awful bad bad", choices=["yes", "no"])]
+    batched = tiny.generate(requests)
+    for request, completion in zip(requests, batched):
+        [alone] = tiny.generate([request])
+        assert completion.choice_logprobs == pytest.approx(alone.choice_logprobs, abs=1e-4)
+        assert completion.text == max(alone.choice_logprobs, key=alone.choice_logprobs.get)
+    # Against a direct computation for one candidate:
+    ids = tiny.tokenizer(tiny.format(requests[1]) + "yes", add_special_tokens=False, return_tensors="pt").input_ids
+    with torch.no_grad():
+        logprobs = torch.log_softmax(tiny.model(ids).logits[0, -2], dim=-1)
+    assert batched[1].choice_logprobs["yes"] == pytest.approx(float(logprobs[ids[0, -1]]), abs=1e-4)
+
+
+def test_batched_generation_matches_single(tiny) -> None:  # noqa: ANN001
+    requests = [chat("good", max_tokens=5), chat("the movie is great great", max_tokens=3)]
+    batched = tiny.generate(requests)
+    singles = [tiny.generate([r])[0] for r in requests]
+    assert [c.text for c in batched] == [c.text for c in singles]
+    assert batched[0].completion_tokens <= 5 and batched[1].completion_tokens <= 3
+
+
+def test_identity_changes_with_weights(tmp_path: Path) -> None:
+    from magister.models.hf import _identity
+
+    path = build_tiny_model(tmp_path / "m")
+    before = _identity(path)
+    weights = next(path.glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes() + b"\0")
+    assert _identity(path) != before
+
+
+def test_sits_an_exam(tiny, store) -> None:  # noqa: ANN001
+    from helpers import sentiment_exam
+    from magister.sit import sit
+
+    summary = sit(sentiment_exam(6), tiny, store, progress=False)
+    assert summary.n == 6 and summary.model_calls == 6

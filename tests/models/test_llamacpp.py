@@ -1,0 +1,88 @@
+"""The embedded default model through llama.cpp: generation, constrained choice scoring, the cache."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from magister.errors import ConfigError
+from magister.models.base import load_model
+from magister.types import Message, Request
+
+pytestmark = pytest.mark.llamacpp
+llama_cpp = pytest.importorskip("llama_cpp")
+
+
+@pytest.fixture(scope="module")
+def smol():  # noqa: ANN201
+    model = load_model("llamacpp:smollm2")
+    yield model
+    model.close()
+
+
+def classify(text: str) -> Request:
+    return Request(messages=[Message(role="system", content="Answer with one label from: negative, positive."),
+                             Message(role="user", content=text)], choices=["negative", "positive", "neutral"])
+
+
+def test_identity_names_the_weights(smol) -> None:  # noqa: ANN001
+    assert smol.identity().startswith("SmolLM2-135M-Instruct.Q4_1.gguf:")
+    assert smol.supports_choices
+
+
+def test_choice_scores_match_full_logits(smol) -> None:  # noqa: ANN001
+    """Scores from last-position logits equal those computed from a logits_all context."""
+    request = classify("I loved it.")
+    [completion] = smol.generate([request])
+    reference = llama_cpp.Llama(model_path=str(smol.path), n_ctx=512, logits_all=True, verbose=False)
+    prompt = reference.tokenize(smol.format(request).encode(), add_bos=False, special=True)
+    for candidate, score in completion.choice_logprobs.items():
+        tokens = reference.tokenize(candidate.encode(), add_bos=False)
+        reference.reset()
+        reference.eval(prompt + tokens)
+        expected = 0.0
+        for offset, token in enumerate(tokens):
+            row = np.asarray(reference.scores[len(prompt) - 1 + offset], dtype=np.float64)
+            expected += row[token] - row.max() - np.log(np.exp(row - row.max()).sum())
+        assert score == pytest.approx(expected, abs=1e-3)
+    assert completion.text == max(completion.choice_logprobs, key=completion.choice_logprobs.get)
+    reference.close()
+
+
+def test_scores_do_not_depend_on_the_previous_prompt(smol) -> None:  # noqa: ANN001
+    """The key-value cache re-use must not leak one prompt's state into the next."""
+    a, b = classify("Terrible food."), classify("Terrible service.")
+    first = smol.generate([a])[0].choice_logprobs
+    smol.generate([b, Request(messages=[Message(role="user", content="Hello")], max_tokens=5)])
+    assert smol.generate([a])[0].choice_logprobs == first  # bit for bit
+
+
+def test_generation_is_deterministic_and_bounded(smol) -> None:  # noqa: ANN001
+    """Greedy output must not depend on what was asked before (the cache re-uses prompt blocks)."""
+    system = Message(role="system", content="You are a careful assistant. " * 8)  # more than one block
+    request = Request(messages=[system, Message(role="user", content="Name a colour.")], max_tokens=12)
+    other = Request(messages=[system, Message(role="user", content="Name a fruit.")], max_tokens=12)
+    smol.llm.reset()
+    alone = smol.generate([request])[0]
+    after_other = smol.generate([other, request, request])
+    assert after_other[1].text == after_other[2].text == alone.text
+    assert 0 < alone.completion_tokens <= 12 and alone.prompt_tokens > 40
+    raw = smol.generate([Request(prompt="The capital of France is", max_tokens=4)])[0]
+    assert raw.completion_tokens <= 4
+
+
+def test_missing_gguf_file() -> None:
+    with pytest.raises(ConfigError, match="no GGUF file at"):
+        load_model("llamacpp:/nowhere/model.gguf")
+
+
+def test_sits_demo_items(store) -> None:  # noqa: ANN001
+    from magister.sit import sit
+    from helpers import sentiment_exam
+
+    model = load_model("llamacpp:smollm2")
+    summary = sit(sentiment_exam(6), model, store, progress=False)
+    assert summary.n == 6 and summary.model_calls == 6 and summary.parse_failures == 0
+    again = sit(sentiment_exam(6), model, store, progress=False)
+    assert again.cache_hits == 6 and again.accuracy == summary.accuracy
+    model.close()

@@ -1,0 +1,207 @@
+"""The HTTP backend: retries against a scripted flaky server, and a real llama_cpp.server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from magister.errors import BackendError, ConfigError, RateLimitError
+from magister.models.base import load_model
+from magister.models.openai_compat import OpenAICompatModel, retry_after
+from magister.types import Message, Request
+
+
+class FlakyHandler(BaseHTTPRequestHandler):
+    """Answers according to the user message: 'rate N' gives N 429s first, 'error N' N 500s, 'slow N' N slow
+    replies, 'deny' a 401; then a 200 that echoes the message. Records every Authorization header."""
+
+    attempts: Counter = Counter()
+    auth: list[str] = []
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_POST(self) -> None:  # noqa: N802
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        text = body["messages"][-1]["content"]
+        FlakyHandler.auth.append(self.headers.get("Authorization", ""))
+        FlakyHandler.attempts[text] += 1
+        seen = FlakyHandler.attempts[text]
+        kind, _, count = text.partition(" ")
+        failing = count.isdigit() and seen <= int(count)
+        if kind == "deny":
+            return self._send(401, {"error": "bad key"})
+        if kind == "rate" and failing:
+            return self._send(429, {"error": "slow down"}, {"Retry-After": "1"})
+        if kind == "error" and failing:
+            return self._send(500, {"error": "boom"})
+        if kind == "slow" and failing:
+            time.sleep(1.5)
+        self._send(200, {"choices": [{"message": {"content": f"echo: {text}"}, "finish_reason": "stop"}],
+                         "usage": {"prompt_tokens": 5, "completion_tokens": 2}})
+
+    def _send(self, status: int, payload: dict, headers: dict | None = None) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        try:
+            self.wfile.write(data)
+        except BrokenPipeError:
+            pass
+
+
+@pytest.fixture
+def flaky() -> Iterator[str]:
+    FlakyHandler.attempts.clear()
+    FlakyHandler.auth.clear()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FlakyHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
+    server.server_close()
+
+
+def ask(text: str) -> Request:
+    return Request(messages=[Message(role="user", content=text)], max_tokens=8)
+
+
+def test_retries_lose_nothing(flaky: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MAGISTER_API_KEY", "sk-test-secret")
+    model = OpenAICompatModel(f"openai-compatible:{flaky}#m", concurrency=4, timeout_s=1.0, backoff_s=0.05)
+    texts = ["fine", "rate 1", "error 2", "slow 1", "also fine", "rate 2"]
+    start = time.perf_counter()
+    out = model.generate([ask(t) for t in texts])
+    elapsed = time.perf_counter() - start
+    assert [c.text for c in out] == [f"echo: {t}" for t in texts]
+    assert out[0].prompt_tokens == 5 and out[0].completion_tokens == 2
+    assert model.retries == 1 + 2 + 1 + 2
+    assert elapsed >= 2.0  # 'rate 2' waited for Retry-After: 1 twice
+    assert set(FlakyHandler.auth) == {"Bearer sk-test-secret"}
+    assert "sk-test-secret" not in model.identity()
+    model.close()
+
+
+def test_gives_up_with_clear_errors(flaky: str) -> None:
+    model = OpenAICompatModel(f"openai-compatible:{flaky}#m", max_retries=1, backoff_s=0.01, timeout_s=2)
+    with pytest.raises(RateLimitError, match="still rate limited after 2 tries"):
+        model.generate([ask("rate 5")])
+    with pytest.raises(BackendError, match="HTTP 401: check the key in MAGISTER_API_KEY"):
+        model.generate([ask("deny")])
+    with pytest.raises(BackendError) as info:
+        model.generate([ask("ok"), ask("error 9")])
+    assert list(info.value.partial) == [0]  # the finished request is handed back to be cached
+    model.close()
+
+
+def test_unreachable_server() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    model = OpenAICompatModel(f"openai-compatible:http://127.0.0.1:{port}/v1#m", max_retries=1, backoff_s=0.01)
+    with pytest.raises(BackendError, match="ConnectError after 2 tries"):
+        model.generate([ask("hi")])
+
+
+def test_retry_after_forms() -> None:
+    assert retry_after("3") == 3.0
+    assert retry_after(None) is None and retry_after("soon") is None
+    assert retry_after("Wed, 21 Oct 2015 07:28:10 GMT", now=1445412480.0) == pytest.approx(10.0)
+
+
+def test_specs_and_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ConfigError, match="openai-compatible:http://HOST:PORT/v1#MODEL"):
+        load_model("openai-compatible:localhost:8000")
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with pytest.raises(ConfigError, match="No key found - set OPENAI_API_KEY"):
+        load_model("openai:gpt-4o-mini")
+
+
+def test_sit_stores_no_secret(flaky: str, monkeypatch: pytest.MonkeyPatch, magister_home) -> None:  # noqa: ANN001
+    from helpers import sentiment_exam
+    from magister.sit import sit
+    from magister.store import Store
+
+    monkeypatch.setenv("MAGISTER_API_KEY", "sk-never-stored")
+    store = Store()
+    summary = sit(sentiment_exam(4), load_model(f"openai-compatible:{flaky}#m"), store, progress=False)
+    assert summary.n == 4 and summary.model_calls == 4
+    store.close()
+    blob = b"".join(p.read_bytes() for p in magister_home.iterdir())
+    assert b"sk-never-stored" not in blob
+
+
+# -- the real thing: llama_cpp.server with the embedded model -----------------------------
+
+@pytest.fixture(scope="module")
+def llama_server() -> Iterator[str]:
+    pytest.importorskip("llama_cpp.server")
+    from magister.models.llamacpp import embedded_path
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "llama_cpp.server", "--model", str(embedded_path("smollm2")), "--host", "127.0.0.1",
+         "--port", str(port), "--n_ctx", "2048", "--model_alias", "smollm2"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "OPENAI_API_KEY": ""})
+    import httpx
+
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    else:
+        process.kill()
+        pytest.fail("llama_cpp.server did not start within 90 s")
+    yield f"http://127.0.0.1:{port}/v1"
+    process.terminate()
+    process.wait(timeout=30)
+
+
+@pytest.mark.slow
+@pytest.mark.llamacpp
+def test_real_server_generates(llama_server: str) -> None:
+    model = load_model(f"openai-compatible:{llama_server}#smollm2")
+    out = model.generate([Request(messages=[Message(role="user", content=f"Say the number {i}.")], max_tokens=12)
+                          for i in range(3)])
+    assert len(out) == 3 and all(c.text.strip() for c in out)
+    assert all(0 < c.completion_tokens <= 12 and c.prompt_tokens > 5 for c in out)
+    model.close()
+
+
+@pytest.mark.slow
+@pytest.mark.llamacpp
+def test_real_server_sits_an_exam_and_caches(llama_server: str, store) -> None:  # noqa: ANN001
+    from helpers import write_jsonl
+    from magister.exams.load import load_exam
+    from magister.sit import sit
+
+    import tempfile
+    from pathlib import Path
+
+    rows = [{"question": f"What is {a} + {a}?", "answer": str(2 * a)} for a in range(1, 6)]
+    with tempfile.TemporaryDirectory() as tmp:
+        exam = load_exam(write_jsonl(Path(tmp) / "sums.jsonl", rows))
+    spec = f"openai-compatible:{llama_server}#smollm2"
+    first = sit(exam, load_model(spec), store, progress=False)
+    assert first.n == 5 and first.model_calls == 5 and first.completion_tokens > 0
+    second = sit(exam, load_model(spec), store, progress=False)
+    assert second.cache_hits == 5 and second.accuracy == first.accuracy

@@ -1,0 +1,72 @@
+"""The command line, driven in-process with the mock model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from helpers import write_jsonl
+from magister.cli import app
+
+runner = CliRunner()
+
+
+def invoke(*args: str) -> str:
+    result = runner.invoke(app, list(args))
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+@pytest.fixture
+def exam_file(tmp_path: Path) -> Path:
+    rows = [{"id": f"q{i}", "text": f"question {i}", "label": ["neg", "pos"][i % 2]} for i in range(10)]
+    return write_jsonl(tmp_path / "exam.jsonl", rows)
+
+
+def test_exam_json_then_cached(exam_file: Path) -> None:
+    first = json.loads(invoke("exam", str(exam_file), "--model", "mock:first", "--json"))
+    assert {"run_id", "n", "accuracy", "ci_low", "ci_high", "cache_hits"} <= set(first)
+    assert first["n"] == 10 and first["accuracy"] == 0.5 and first["cache_hits"] == 0
+    second = json.loads(invoke("exam", str(exam_file), "--model", "mock:first", "--json"))
+    assert second["cache_hits"] == 10 and second["model_calls"] == 0
+
+
+def test_exam_options(exam_file: Path, tmp_path: Path) -> None:
+    out = json.loads(invoke("exam", str(exam_file), "--model", "mock:text=pos", "--limit", "4", "--json",
+                            "--fewshot", str(exam_file), "--shots", "2", "--instructions", "Pick: {labels}"))
+    assert out["n"] == 4 and out["accuracy"] == 0.5
+    shown = json.loads(invoke("show", out["run_id"], "--json"))
+    messages = shown["items"][0]["request"]["messages"]
+    assert messages[0]["content"] == "Pick: neg, pos" and len(messages) == 2 + 2 * 2
+    assert shown["config"]["fewshot"] == 2
+
+
+def test_runs_and_show_tables(exam_file: Path) -> None:
+    run_id = json.loads(invoke("exam", str(exam_file), "--model", "mock:last", "--json"))["run_id"]
+    listed = json.loads(invoke("runs", "--json"))
+    assert listed[0]["run_id"] == run_id and listed[0]["accuracy"] == 0.5
+    table = invoke("show", run_id)
+    assert "q0" in table and "accuracy 50.0%" in table
+    assert "exam" in invoke("runs")
+
+
+def test_models_lists_backends() -> None:
+    rows = json.loads(invoke("models", "--json"))
+    assert {r["backend"] for r in rows} == {"llamacpp", "openai-compatible", "openai", "hf", "mock"}
+    assert next(r for r in rows if r["backend"] == "llamacpp")["choices"] is True
+
+
+def test_errors_are_one_line(exam_file: Path) -> None:
+    result = runner.invoke(app, ["exam", str(exam_file), "--model", "nonsense"])
+    assert result.exit_code == 1 and "Error: model spec 'nonsense' must look like BACKEND:NAME" in result.output
+    assert "Traceback" not in result.output
+    result = runner.invoke(app, ["show", "no-such-run"])
+    assert result.exit_code == 1 and "no run 'no-such-run'" in result.output
+
+
+def test_demo_with_mock() -> None:
+    out = json.loads(invoke("demo", "--model", "mock:first", "--json"))
+    assert out["n"] == 44 and out["exam"] == "demo"
