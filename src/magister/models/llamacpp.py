@@ -7,10 +7,14 @@ Only the last position's logits are ever computed, so prompts cost no more than 
 generation.
 
 Prompts that share a prefix with the previous one (a few-shot block, a system prompt) re-use
-its key-value cache, but only in whole blocks of BLOCK tokens: llama.cpp's arithmetic depends
-on how a prompt is split into batches, so a prompt is always evaluated in the same
-partition (aligned blocks, then the tail). The same request then gets the same answer
-whatever was asked before it, which a cache-keyed, resumable evaluation needs.
+its key-value cache, but only at segment boundaries: llama.cpp's arithmetic depends on how
+a prompt is split into batches, so each prompt is always evaluated in the same partition:
+one batch per chat turn, cut before each turn opener (the template's most frequent control
+token, such as `<|im_start|>`), and once more where the last message's content begins, so
+that the item's own text and the generation header go together in one batch. The partition depends on the tokens alone, so the same request gets the same
+answer whatever was asked before it, which a cache-keyed, resumable evaluation needs; and
+it cuts where prompts part ways (an item's own turn), so an item costs one decode call, as
+in a plain loop. A prompt with no control tokens is evaluated whole.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import time
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -50,9 +55,6 @@ def resolve_path(name: str) -> Path:
     return path
 
 
-BLOCK = 32  # prompt tokens are evaluated in aligned blocks of this size
-
-
 def _log_softmax_at(logits: Any, token: int) -> float:
     import numpy as np
 
@@ -82,6 +84,9 @@ class LlamaCppModel(Model):
             raise BackendError(f"{self.path} has no chat template in its metadata")
         special = lambda token: self.llm.detokenize([token], special=True).decode("utf-8", "replace")  # noqa: E731
         self.stop = special(self.llm.token_eos())  # end of an assistant turn
+        self._vocab = llama_cpp.llama_model_get_vocab(self.llm.model)
+        self._control: dict[int, bool] = {}
+        self._tokenized: dict[tuple[str, bool], list[int]] = {}
         self.formatter = Jinja2ChatFormatter(template=template, eos_token=self.stop,
                                              bos_token=special(self.llm.token_bos()))
         stat = self.path.stat()
@@ -107,22 +112,70 @@ class LlamaCppModel(Model):
                                f"the context of {self.llm.n_ctx()} tokens")
         return tokens
 
-    def _prefill(self, tokens: list[int]) -> None:
-        """Make the cache hold every whole block of `tokens` before its last token, re-using what it has."""
+    def _is_control(self, token: int) -> bool:
+        if token not in self._control:
+            attr = self._llama_cpp.llama_vocab_get_attr(self._vocab, token)
+            self._control[token] = bool(attr & self._llama_cpp.LLAMA_TOKEN_ATTR_CONTROL)
+        return self._control[token]
+
+    def _content_start(self, request: Request, tokens: list[int]) -> int | None:
+        """Where the last message's content begins in `tokens`, found by rendering a marker in its place."""
+        if not request.messages:
+            return None
+        marker = "\ufffcmagister\ufffc"
+        messages = [m.model_dump() for m in request.messages]
+        messages[-1]["content"] = marker
+        probe = self.formatter(messages=messages).prompt
+        cut = probe.find(marker)
+        if cut <= 0:
+            return None
+        head = self._memo_tokenize(probe[:cut], special=True)
+        return len(head) if 0 < len(head) < len(tokens) and tokens[:len(head)] == head else None
+
+    def _memo_tokenize(self, text: str, special: bool) -> list[int]:
+        """Tokenize text that recurs (a prompt's shared head, candidate labels) once."""
+        key = (text, special)
+        if key not in self._tokenized:
+            if len(self._tokenized) > 4096:
+                self._tokenized.clear()
+            self._tokenized[key] = self.llm.tokenize(text.encode(), add_bos=False, special=special)
+        return self._tokenized[key]
+
+    def _segments(self, tokens: list[int], request: Request) -> list[int]:
+        """Start positions of the prompt's segments: 0, each turn opener but the last, the last content."""
+        counts: Counter[int] = Counter()
+        first: dict[int, int] = {}
+        for position, token in enumerate(tokens):
+            if self._is_control(token):
+                counts[token] += 1
+                first.setdefault(token, position)
+        starts = {0}
+        if counts:
+            opener = max(counts, key=lambda t: (counts[t], -first[t]))
+            starts.update([i for i, t in enumerate(tokens) if t == opener and i > 0][:-1])
+        content = self._content_start(request, tokens)
+        if content is not None:
+            starts = {s for s in starts if s <= content} | {content}
+        return sorted(starts)
+
+    def _prefill(self, tokens: list[int], request: Request) -> None:
+        """Make the cache hold every segment of `tokens` but the last, re-using the segments it has."""
         llm = self.llm
-        end = (len(tokens) - 1) // BLOCK * BLOCK
-        cached, keep = llm.input_ids, 0
-        limit = min(llm.n_tokens, end)
-        while keep < limit and cached[keep] == tokens[keep]:
-            keep += 1
-        llm.n_tokens = keep // BLOCK * BLOCK
-        for start in range(llm.n_tokens, end, BLOCK):
-            llm.eval(tokens[start:start + BLOCK])
+        starts = self._segments(tokens, request)
+        cached, common = llm.input_ids, 0
+        limit = min(llm.n_tokens, starts[-1])
+        while common < limit and cached[common] == tokens[common]:
+            common += 1
+        keep = max(s for s in starts if s <= common)
+        llm.n_tokens = keep
+        for begin, end in zip(starts, starts[1:]):
+            if begin >= keep:
+                llm.eval(tokens[begin:end])
 
     def _generate(self, request: Request) -> Completion:
         start = time.perf_counter()
         tokens = self._tokens(request)
-        self._prefill(tokens)  # create_completion re-uses these blocks and evaluates the tail in one batch
+        self._prefill(tokens, request)  # create_completion re-uses these blocks and evaluates the tail in one batch
         stop = list(request.stop) + ([self.stop] if request.messages is not None else [])
         out = self.llm.create_completion(prompt=tokens, max_tokens=request.max_tokens,
                                          temperature=request.temperature, seed=request.seed, stop=stop)
@@ -141,13 +194,13 @@ class LlamaCppModel(Model):
         """Sum of the log-probabilities of each candidate's tokens after the prompt."""
         start = time.perf_counter()
         prompt_tokens = self._tokens(request)
-        self._prefill(prompt_tokens)
+        self._prefill(prompt_tokens, request)
         self.llm.eval(prompt_tokens[self.llm.n_tokens:])
         first = self._last_logits()
         n_prompt = len(prompt_tokens)
         scores: dict[str, float] = {}
         for candidate in request.choices or []:
-            tokens = self.llm.tokenize(candidate.encode(), add_bos=False, special=False)
+            tokens = self._memo_tokenize(candidate, special=False)
             total = _log_softmax_at(first, tokens[0])
             if len(tokens) > 1:
                 self.llm.n_tokens = n_prompt
