@@ -70,3 +70,14 @@ def test_errors_are_one_line(exam_file: Path) -> None:
 def test_demo_with_mock() -> None:
     out = json.loads(invoke("demo", "--model", "mock:first", "--json"))
     assert out["n"] == 44 and out["exam"] == "demo"
+
+
+@pytest.mark.llamacpp
+def test_demo_on_the_embedded_model() -> None:
+    """The README's main job, offline: the embedded model sits the shipped exam, then the cache answers."""
+    pytest.importorskip("llama_cpp")
+    first = json.loads(invoke("demo", "--json"))
+    assert first["n"] == 44 and first["model"] == "llamacpp:smollm2"
+    assert first["model_calls"] == 44 and first["parse_failures"] <= 4 and first["accuracy"] > 0.25
+    again = json.loads(invoke("demo", "--json"))
+    assert again["cache_hits"] == 44 and again["accuracy"] == first["accuracy"]

@@ -87,3 +87,18 @@ def test_sits_an_exam(tiny, store) -> None:  # noqa: ANN001
 
     summary = sit(sentiment_exam(6), tiny, store, progress=False)
     assert summary.n == 6 and summary.model_calls == 6
+
+
+@pytest.mark.slow
+@pytest.mark.llamacpp
+def test_embedded_gguf_agrees_with_llamacpp() -> None:
+    """transformers de-quantises the embedded GGUF; its choice scores track llama.cpp's (about 40 s)."""
+    pytest.importorskip("llama_cpp")
+    request = Request(messages=[Message(role="system", content="Answer with one label from: negative, positive."),
+                                Message(role="user", content="I loved this movie.")],
+                      choices=["negative", "positive", "Positive"])
+    hf_scores = load_model("hf:smollm2").generate([request])[0].choice_logprobs
+    cpp_scores = load_model("llamacpp:smollm2").generate([request])[0].choice_logprobs
+    assert max(hf_scores, key=hf_scores.get) == max(cpp_scores, key=cpp_scores.get)
+    for label in hf_scores:
+        assert hf_scores[label] == pytest.approx(cpp_scores[label], abs=0.5)  # Q4_1 rounding, not a bug
