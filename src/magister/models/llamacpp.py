@@ -66,7 +66,7 @@ class LlamaCppModel(Model):
     backend = "llamacpp"
     supports_choices = True
     supports_logprobs = False
-    batch_size = 16
+    batch_size = 8
 
     def __init__(self, spec: str, n_ctx: int = 4096, n_threads: int | None = None) -> None:
         super().__init__(spec)
