@@ -59,10 +59,13 @@ def test_models_lists_backends() -> None:
     assert next(r for r in rows if r["backend"] == "llamacpp")["choices"] is True
 
 
-def test_errors_are_one_line(exam_file: Path) -> None:
+def test_errors_are_one_line(exam_file: Path, magister_home: Path) -> None:
     result = runner.invoke(app, ["exam", str(exam_file), "--model", "nonsense"])
     assert result.exit_code == 1 and "Error: model spec 'nonsense' must look like BACKEND:NAME" in result.output
     assert "Traceback" not in result.output
+    result = runner.invoke(app, ["exam", str(exam_file), "--model", "mock:first", "--grader", "judge"])
+    assert result.exit_code == 1 and "unknown grader 'judge'" in result.output
+    assert not (magister_home / "magister.db").exists()  # bad options write nothing
     result = runner.invoke(app, ["show", "no-such-run"])
     assert result.exit_code == 1 and "no run 'no-such-run'" in result.output
 

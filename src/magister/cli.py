@@ -30,12 +30,14 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
 
 
 def _sit_and_report(exam, model_spec: str, grader: str, use_choices: bool, as_json: bool) -> None:  # noqa: ANN001
+    from magister.graders import get_grader
     from magister.models.base import load_model
     from magister.sit import sit
     from magister.store import Store
 
-    store = Store()
+    get_grader(grader)  # every check before the store opens: a bad option writes nothing
     model = load_model(model_spec)
+    store = Store()
     try:
         summary = sit(exam, model, store, grader=grader, use_choices=use_choices, progress=not as_json)
     except KeyboardInterrupt:
