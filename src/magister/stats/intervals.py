@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import math
 
-from scipy import stats
-
 
 def wilson(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
     """Wilson score interval for a binomial proportion."""
     if n == 0:
         return 0.0, 1.0
+    from scipy import stats  # imported here: scipy costs a second at start-up
+
     z = stats.norm.ppf(1 - (1 - confidence) / 2)
     p = successes / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
@@ -28,6 +28,8 @@ def mean_ci(values: list[float], confidence: float = 0.95) -> tuple[float, float
     n = len(values)
     if n < 2:
         return 0.0, 1.0
+    from scipy import stats
+
     mean = sum(values) / n
     sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
     half = stats.t.ppf(1 - (1 - confidence) / 2, n - 1) * sd / math.sqrt(n)
