@@ -55,11 +55,12 @@ def resolve_path(name: str) -> Path:
     return path
 
 
-def _log_softmax_at(logits: Any, token: int) -> float:
+def _log_softmax(logits: Any) -> Any:
+    """Log-probabilities over the vocabulary from one position's logits."""
     import numpy as np
 
-    top = float(logits.max())
-    return float(logits[token] - top - np.log(np.exp(logits - top).sum()))
+    shifted = logits - logits.max()
+    return shifted - np.log(np.exp(shifted).sum())
 
 
 class LlamaCppModel(Model):
@@ -196,17 +197,17 @@ class LlamaCppModel(Model):
         prompt_tokens = self._tokens(request)
         self._prefill(prompt_tokens, request)
         self.llm.eval(prompt_tokens[self.llm.n_tokens:])
-        first = self._last_logits()
+        first = _log_softmax(self._last_logits())
         n_prompt = len(prompt_tokens)
         scores: dict[str, float] = {}
         for candidate in request.choices or []:
             tokens = self._memo_tokenize(candidate, special=False)
-            total = _log_softmax_at(first, tokens[0])
+            total = float(first[tokens[0]])
             if len(tokens) > 1:
                 self.llm.n_tokens = n_prompt
                 for previous, token in zip(tokens, tokens[1:]):
                     self.llm.eval([previous])
-                    total += _log_softmax_at(self._last_logits(), token)
+                    total += float(_log_softmax(self._last_logits())[token])
             scores[candidate] = total
         self.llm.n_tokens = n_prompt  # leave the cache holding the prompt, ready for the next prefix match
         best = max(scores, key=scores.__getitem__)
