@@ -29,7 +29,8 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _sit_and_report(exam, model_spec: str, grader: str, use_choices: bool, as_json: bool) -> None:  # noqa: ANN001
+def _sit_and_report(exam, model_spec: str, grader: str, use_choices: bool, as_json: bool,  # noqa: ANN001
+                    anchors=None) -> None:  # noqa: ANN001
     from magister.graders import get_grader
     from magister.models.base import load_model
     from magister.sit import sit
@@ -40,6 +41,10 @@ def _sit_and_report(exam, model_spec: str, grader: str, use_choices: bool, as_js
     store = Store()
     try:
         summary = sit(exam, model, store, grader=grader, use_choices=use_choices, progress=not as_json)
+        estimate = None
+        if anchors is not None:
+            estimate = anchors.estimate({g.item_id: bool(g.correct) for _, g in store.answers(summary.run_id)
+                                         if g.correct is not None})
     except KeyboardInterrupt:
         err.print("\nInterrupted: finished items are saved. Run the same command again to resume.")
         raise typer.Exit(130) from None
@@ -47,7 +52,7 @@ def _sit_and_report(exam, model_spec: str, grader: str, use_choices: bool, as_js
         model.close()
         store.close()
     if as_json:
-        print(json.dumps(summary.to_dict()))
+        print(json.dumps({**summary.to_dict(), **({"estimate": estimate.to_dict()} if estimate else {})}))
         return
     table = Table(title=f"Run {summary.run_id}", show_header=False)
     table.add_row("exam", f"{summary.exam} ({summary.n} items)")
@@ -59,6 +64,12 @@ def _sit_and_report(exam, model_spec: str, grader: str, use_choices: bool, as_js
     table.add_row("tokens in / out", f"{summary.prompt_tokens} / {summary.completion_tokens}")
     table.add_row("wall time", f"{summary.wall_s:.1f} s")
     out.print(table)
+    if estimate is not None:
+        low, high = estimate.ci
+        out.print(f"Estimated accuracy on all {len(anchors.items)} items "
+                  f"(gp-IRT, from {estimate.anchors_sat} anchors): "
+                  f"[bold]{estimate.gp_irt:.1%}[/] ± {1.96 * estimate.se:.1%} (95%: {low:.1%} - {high:.1%}); "
+                  f"anchor mean {estimate.anchor:.1%}, IRT {estimate.irt:.1%}, p-IRT {estimate.p_irt:.1%}")
     out.print(f"Per-item answers and grades: magister show {summary.run_id}")
 
 
@@ -95,10 +106,13 @@ def exam(
     instructions: Annotated[Optional[str], typer.Option(help="System prompt; {labels} is filled in.")] = None,
     no_choices: Annotated[bool, typer.Option("--no-choices", help="Generate and parse text even where "
                                              "the backend could score the answer set.")] = False,
+    anchors: Annotated[Optional[Path], typer.Option(help="Anchors file from `magister anchors`: sit only the "
+                                                    "anchor items and estimate the full-exam accuracy.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Make a model sit an exam; grade, store and score every answer."""
     from magister.exams.load import FieldMap, load_exam, pick_fewshot
+    from magister.stats.anchors import Anchors
 
     fields = FieldMap(input=input, reference=reference, id=id, choices=choices, kind=kind, split=split,
                       labels=tuple(x.strip() for x in labels.split(",")) if labels else None)
@@ -107,7 +121,17 @@ def exam(
         loaded.fewshot = pick_fewshot(load_exam(fewshot, fields).items, shots)
     if instructions:
         loaded.instructions = instructions
-    _sit_and_report(loaded, model, grader, not no_choices, as_json)
+    fitted = None
+    if anchors is not None:
+        fitted = Anchors.load(anchors)
+        by_id = {item.id: item for item in loaded.items}
+        missing = [a for a in fitted.anchor_ids if a not in by_id]
+        if missing:
+            raise _fail(f"{anchors}: {len(missing)} anchor items are not in {path} (first: {missing[0]!r}); "
+                        "fit the anchors on this exam")
+        loaded = loaded.model_copy(update={"name": f"{loaded.name}-anchors",
+                                           "items": [by_id[a] for a in fitted.anchor_ids]})
+    _sit_and_report(loaded, model, grader, not no_choices, as_json, anchors=fitted)
 
 
 @app.command()
@@ -174,6 +198,126 @@ def show(run_id: Annotated[str, typer.Argument(help="Run id (or its unique endin
     if run.summary:
         s = run.summary
         out.print(f"accuracy {s['accuracy']:.1%} (95% CI {s['ci_low']:.1%}-{s['ci_high']:.1%}), n={s['n']}")
+
+
+@app.command()
+@_guard
+def compare(run_a: Annotated[str, typer.Argument(help="Run id (or its unique ending).")],
+            run_b: Annotated[str, typer.Argument(help="Run id to compare with, on the same items.")],
+            as_json: JsonOpt = False) -> None:
+    """Paired comparison of two runs on the same items: McNemar's exact test, or a paired bootstrap for scores."""
+    from magister.rankings import compare_runs
+    from magister.store import Store
+
+    result, a, b = compare_runs(Store(), run_a, run_b)
+    if as_json:
+        print(json.dumps({"run_a": a.id, "run_b": b.id, "model_a": a.model, "model_b": b.model, **result.to_dict()}))
+        return
+    table = Table(title=f"{a.model} (A) vs {b.model} (B) on {result.n} shared items", show_header=False)
+    table.add_row("A", f"{result.mean_a:.1%}  run {a.id}")
+    table.add_row("B", f"{result.mean_b:.1%}  run {b.id}")
+    table.add_row("A - B", f"[bold]{result.diff:+.1%}[/]  95% CI {result.ci_low:+.1%} to {result.ci_high:+.1%}")
+    table.add_row("p-value", f"{result.p_value:.3g}  ({result.test})")
+    if result.a_only is not None:
+        table.add_row("discordant items", f"{result.a_only} only A right, {result.b_only} only B right")
+    out.print(table)
+
+
+@app.command()
+@_guard
+def leaderboard(exam: Annotated[Optional[str], typer.Option(help="Rank the latest run of each model on this "
+                                                            "exam.")] = None,
+                battles: Annotated[Optional[Path], typer.Option(
+                    help="JSONL of {prompt_id, model_a, model_b, winner: a|b|tie}: a Bradley-Terry leaderboard.")] = None,
+                anchor: Annotated[Optional[str], typer.Option(help="Model fixed at rating 1000 (default: the "
+                                                              "mean is 1000).")] = None,
+                rounds: Annotated[int, typer.Option(help="Bootstrap rounds.")] = 1000,
+                resample: Annotated[str, typer.Option(help="Bootstrap unit: prompt (all battles of a prompt move "
+                                                      "together) or game.")] = "prompt",
+                seed: int = 0, as_json: JsonOpt = False) -> None:
+    """Rank models: accuracy on one exam, or Bradley-Terry ratings from pairwise battles, with 95% CIs."""
+    if (exam is None) == (battles is None):
+        raise _fail("give exactly one of --exam NAME or --battles PATH")
+    if battles is not None:
+        from magister.stats.bradley_terry import leaderboard as bt_leaderboard
+        from magister.stats.bradley_terry import load_battles
+
+        if resample not in ("prompt", "game"):
+            raise _fail(f"--resample must be prompt or game, not {resample!r}")
+        loaded = load_battles(battles)
+        try:
+            board = bt_leaderboard(loaded, rounds=rounds, resample=resample,  # type: ignore[arg-type]
+                                   anchor=anchor, seed=seed)
+        except ValueError as error:
+            raise _fail(str(error)) from None
+        if as_json:
+            print(json.dumps([r.to_dict() for r in board]))
+            return
+        table = Table("rank", "model", "rating", "95% CI", "battles",
+                      title=f"Bradley-Terry, {len(loaded)} battles, {rounds} {resample}-level bootstrap rounds")
+        for r in board:
+            table.add_row(str(r.rank), r.model, f"{r.rating:.0f}", f"{r.ci_low:.0f} - {r.ci_high:.0f}", str(r.battles))
+        out.print(table)
+        return
+    from magister.rankings import exam_leaderboard
+    from magister.store import Store
+
+    standings = exam_leaderboard(Store(), exam)  # type: ignore[arg-type]
+    if as_json:
+        print(json.dumps([s.to_dict() for s in standings]))
+        return
+    table = Table("rank", "model", "accuracy", "95% CI", "items", "run", title=f"Exam {exam}")
+    for s in standings:
+        table.add_row(str(s.rank), s.model, f"{s.score:.1%}", f"{s.ci_low:.1%} - {s.ci_high:.1%}", str(s.n), s.run_id)
+    out.print(table)
+
+
+@app.command()
+@_guard
+def anchors(source: Annotated[Optional[Path], typer.Argument(help="Correctness CSV: an item-id column, then one "
+                                                             "0/1 column per model.")] = None,
+            exam: Annotated[Optional[str], typer.Option(help="Build the matrix from the latest stored run of each "
+                                                        "model on this exam instead.")] = None,
+            out_path: Annotated[Path, typer.Option("--out", "-o", help="Where to write the anchors.")] = Path(
+                "anchors.json"),
+            k: Annotated[int, typer.Option("--k", help="Number of anchor items.")] = 100,
+            dims: Annotated[int, typer.Option(help="IRT dimensions.")] = 1,
+            embedding: Annotated[str, typer.Option(help="Cluster items by their correctness vector or their IRT "
+                                                   "parameters.")] = "correctness",
+            folds: Annotated[int, typer.Option(help="Cross-validation folds over models, for lambda and the error "
+                                               "bar.")] = 3,
+            seed: int = 0, as_json: JsonOpt = False) -> None:
+    """Fit an IRT model and pick K anchor items; `magister exam ... --anchors FILE` then sits only those."""
+    from magister.stats.anchors import fit_anchors, read_matrix
+
+    if (source is None) == (exam is None):
+        raise _fail("give exactly one of a correctness CSV or --exam NAME")
+    if embedding not in ("correctness", "irt"):
+        raise _fail(f"--embedding must be correctness or irt, not {embedding!r}")
+    if source is not None:
+        matrix, items, names = read_matrix(source)
+    else:
+        from magister.rankings import correctness_matrix
+        from magister.store import Store
+
+        matrix, items, names = correctness_matrix(Store(), exam)  # type: ignore[arg-type]
+    start = time.perf_counter()
+    with out.status(f"Fitting IRT on {len(names)} models x {len(items)} items, {folds}-fold cross-validation"):
+        try:
+            fitted = fit_anchors(matrix, items, names, k=k, dims=dims, embedding=embedding,  # type: ignore[arg-type]
+                                 folds=folds, seed=seed, exam=exam or source.stem)  # type: ignore[union-attr]
+        except ValueError as error:
+            raise _fail(str(error)) from None
+    fitted.save(out_path)
+    report = {"out": str(out_path), "models": len(names), "items": len(items), "k": len(fitted.anchor_index),
+              "lambda": fitted.lam, "fit_s": time.perf_counter() - start, **fitted.cv}
+    if as_json:
+        print(json.dumps(report))
+        return
+    out.print(f"Wrote {len(fitted.anchor_index)} anchors to {out_path} ({report['fit_s']:.0f} s). Cross-validated "
+              f"over the {len(names)} models: mean abs. error of gp-IRT {fitted.cv['mae_gp_irt']:.3f}, anchor mean "
+              f"{fitted.cv['mae_anchor']:.3f}, p-IRT {fitted.cv['mae_p_irt']:.3f}; lambda {fitted.lam:.2f}.")
+    out.print(f"Estimate a model with: magister exam EXAM --anchors {out_path} --model SPEC")
 
 
 @app.command()
