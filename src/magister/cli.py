@@ -30,17 +30,23 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
 
 
 def _sit_and_report(exam, model_spec: str, grader: str, use_choices: bool, as_json: bool,  # noqa: ANN001
-                    anchors=None) -> None:  # noqa: ANN001
+                    anchors=None, judge_spec: str | None = None) -> None:  # noqa: ANN001
     from magister.graders import get_grader
+    from magister.judges import JUDGED
     from magister.models.base import load_model
     from magister.sit import sit
     from magister.store import Store
 
-    get_grader(grader)  # every check before the store opens: a bad option writes nothing
+    if grader in JUDGED:  # every check before the store opens: a bad option writes nothing
+        judge = load_model(judge_spec or model_spec)
+    else:
+        get_grader(grader)
+        judge = None
     model = load_model(model_spec)
     store = Store()
     try:
-        summary = sit(exam, model, store, grader=grader, use_choices=use_choices, progress=not as_json)
+        summary = sit(exam, model, store, grader=grader, judge=judge, use_choices=use_choices,
+                      progress=not as_json)
         estimate = None
         if anchors is not None:
             estimate = anchors.estimate({g.item_id: bool(g.correct) for _, g in store.answers(summary.run_id)
@@ -50,6 +56,8 @@ def _sit_and_report(exam, model_spec: str, grader: str, use_choices: bool, as_js
         raise typer.Exit(130) from None
     finally:
         model.close()
+        if judge is not None:
+            judge.close()
         store.close()
     if as_json:
         print(json.dumps({**summary.to_dict(), **({"estimate": estimate.to_dict()} if estimate else {})}))
@@ -91,7 +99,10 @@ def _guard(fn):  # noqa: ANN001, ANN202
 def exam(
     path: Annotated[str, typer.Argument(help="JSONL, CSV or Parquet file, a saved HF dataset dir, or hf:NAME.")],
     model: ModelOpt = "llamacpp:smollm2",
-    grader: Annotated[str, typer.Option(help="auto, exact, label, choice, numeric, regex or contains.")] = "auto",
+    grader: Annotated[str, typer.Option(help="auto, exact, label, choice, numeric, regex, contains; judged: "
+                                        "match, checklist or rubric (with --judge).")] = "auto",
+    judge: Annotated[Optional[str], typer.Option(help="Judge model spec for judged graders (default: the "
+                                                 "model itself).")] = None,
     limit: Annotated[Optional[int], typer.Option(help="Sit only the first N items.")] = None,
     input: Annotated[Optional[str], typer.Option("--input", help="Column with the question.")] = None,
     reference: Annotated[Optional[str], typer.Option(help="Column with the reference answer.")] = None,
@@ -131,7 +142,7 @@ def exam(
                         "fit the anchors on this exam")
         loaded = loaded.model_copy(update={"name": f"{loaded.name}-anchors",
                                            "items": [by_id[a] for a in fitted.anchor_ids]})
-    _sit_and_report(loaded, model, grader, not no_choices, as_json, anchors=fitted)
+    _sit_and_report(loaded, model, grader, not no_choices, as_json, anchors=fitted, judge_spec=judge)
 
 
 @app.command()
@@ -318,6 +329,72 @@ def anchors(source: Annotated[Optional[Path], typer.Argument(help="Correctness C
               f"over the {len(names)} models: mean abs. error of gp-IRT {fitted.cv['mae_gp_irt']:.3f}, anchor mean "
               f"{fitted.cv['mae_anchor']:.3f}, p-IRT {fitted.cv['mae_p_irt']:.3f}; lambda {fitted.lam:.2f}.")
     out.print(f"Estimate a model with: magister exam EXAM --anchors {out_path} --model SPEC")
+
+
+@app.command("judge-check")
+@_guard
+def judge_check(
+    path: Annotated[Path, typer.Argument(help="Human-labelled JSONL.")],
+    grader: Annotated[str, typer.Option(help="match, checklist, rubric or pairwise.")] = "match",
+    judge: Annotated[str, typer.Option(help="Judge model spec.")] = "llamacpp:smollm2",
+    question: Annotated[str, typer.Option(help="Field with the question.")] = "question",
+    reference: Annotated[str, typer.Option(help="Field with the reference answer.")] = "reference",
+    response: Annotated[str, typer.Option(help="Field with the graded response.")] = "response",
+    instruction: Annotated[str, typer.Option(help="Field with the instruction (pairwise).")] = "instruction",
+    response_a: Annotated[str, typer.Option("--response-a", help="Field with response A (pairwise).")] = "response_a",
+    response_b: Annotated[str, typer.Option("--response-b", help="Field with response B (pairwise).")] = "response_b",
+    human: Annotated[Optional[list[str]], typer.Option(help="Field with a human label; repeat for each "
+                                                       "annotator.")] = None,
+    match_threshold: Annotated[Optional[float], typer.Option(help="Numeric ratings: match = rating >= this.")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="Only the first N rows.")] = None,
+    unguarded: Annotated[bool, typer.Option("--unguarded", help="Plain prompts, without the prompt-injection "
+                                            "defences (for comparison).")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Grade human-labelled data with a judge and report its agreement with the humans."""
+    from magister.judges import Judge
+    from magister.judges.check import Columns, check
+    from magister.models.base import load_model
+    from magister.store import Store
+
+    if grader not in ("match", "checklist", "rubric", "pairwise"):
+        raise _fail(f"unknown judged grader '{grader}'; choose match, checklist, rubric or pairwise")
+    columns = Columns(question=question, reference=reference, response=response, instruction=instruction,
+                      response_a=response_a, response_b=response_b, human=human or ["human"],
+                      match_threshold=match_threshold)
+    model = load_model(judge)
+    store = Store()
+    try:
+        report = check(path, grader, Judge(model, store, guarded=not unguarded), columns, limit=limit)
+    finally:
+        model.close()
+        store.close()
+    if as_json:
+        print(json.dumps(report))
+        return
+    table = Table(title=f"Judge {judge} · {grader} · {report['n']} rows of {path.name}", show_header=False)
+    low, high = report["kappa_ci"]
+    table.add_row("Cohen's kappa", f"[bold]{report['kappa']:.3f}[/]  95% CI {low:.3f} - {high:.3f}")
+    table.add_row("accuracy (agreement)", f"{report['accuracy']:.1%}")
+    if "human_human_kappa" in report:
+        table.add_row("human-human kappa (ceiling)", f"{report['human_human_kappa']:.3f}  "
+                      f"(agreement {report['human_human_accuracy']:.1%})")
+    if "weighted_kappa" in report:
+        table.add_row("weighted kappa (1-5)", f"{report['weighted_kappa']['kappa']:.3f}")
+    if "correlations" in report:
+        c = report["correlations"]
+        table.add_row("score vs human rating", f"Spearman {c['spearman']:.3f} · Kendall {c['kendall']:.3f} · "
+                      f"Pearson {c['pearson']:.3f}")
+    if "flip_rate" in report:
+        table.add_row("order flip rate", f"{report['flip_rate']:.1%} (counted as ties)")
+    if "alt_test" in report:
+        a = report["alt_test"]
+        table.add_row("alt-test", f"{'passed' if a['passed'] else 'failed'}: winning rate {a['winning_rate']:.2f}, "
+                      f"advantage probability {a['advantage_probability']:.2f} (epsilon {a['epsilon']})")
+    table.add_row("parse failures", str(report["parse_failures"]))
+    table.add_row("repeat agreement", f"{report['repeat_agreement']:.1%} (a second, uncached judgment)")
+    table.add_row("cost", f"{report['tokens_per_grade']:.0f} tokens per grade · {report['grades_per_s']:.2f} grades/s")
+    out.print(table)
 
 
 @app.command()

@@ -17,13 +17,15 @@ from dataclasses import asdict, dataclass
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from magister.errors import BackendError
+from magister.cache import ask
+from magister.errors import ConfigError
 from magister.exams.prompt import build_request
-from magister.graders import get_grader
-from magister.models.base import Model, cache_key
+from magister.graders import as_batch, get_grader
+from magister.judges.judge import JUDGED, Judge
+from magister.models.base import Model
 from magister.stats import mean_ci, wilson
 from magister.store import Store
-from magister.types import Answer, Completion, Exam, Grade, Item, Request
+from magister.types import Answer, Completion, Exam, Grade, Item
 
 
 @dataclass
@@ -82,31 +84,29 @@ def summarize(run_id: str, exam: Exam, model: str, grader: str, graded: list[tup
         wall_s=wall_s, resumed_items=resumed_items)
 
 
-def _generate(model: Model, store: Store, todo: list[tuple[str, Request]]) -> list[Completion]:
-    """Ask the model; if the batch fails part-way, cache what did finish before re-raising."""
-    if not todo:
-        return []
-    try:
-        return model.generate([request for _, request in todo])
-    except BackendError as err:
-        finished = [(todo[i][0], todo[i][1], c) for i, c in err.partial.items() if isinstance(c, Completion)]
-        if finished:
-            with store.transaction():
-                store.put_responses(model.backend, model.identity(), finished)
-        raise
+def grader_for(name: str, judge: Model | None, store: Store) -> Callable[[list[Item], list[Answer]], list[Grade]]:
+    """The batch grading function for a grader name; judged graders ask `judge` through the cache."""
+    if name not in JUDGED:
+        return as_batch(get_grader(name))
+    if judge is None:
+        raise ConfigError(f"grader '{name}' needs a judge model (--judge SPEC)")
+    return getattr(Judge(judge, store), name)
 
 
-def sit(exam: Exam, model: Model, store: Store, *, grader: str = "auto", use_choices: bool = True,
-        batch_size: int | None = None, console: Console | None = None, progress: bool = True,
-        on_batch: Callable[[int], None] | None = None) -> Summary:
+def sit(exam: Exam, model: Model, store: Store, *, grader: str = "auto", judge: Model | None = None,
+        use_choices: bool = True, batch_size: int | None = None, console: Console | None = None,
+        progress: bool = True, on_batch: Callable[[int], None] | None = None) -> Summary:
     """Make `model` sit `exam`, grading with `grader`; returns the run's Summary.
 
-    `use_choices` scores closed answer sets by log-probability when the backend can;
-    `on_batch` is called with the number of items finished so far (tests use it to interrupt).
+    Judged graders (match, checklist, rubric) need a `judge` model. `use_choices` scores
+    closed answer sets by log-probability when the backend can; `on_batch` is called with
+    the number of items finished so far (tests use it to interrupt).
     """
-    grade = get_grader(grader)
+    grade = grader_for(grader, judge, store)
     choices = use_choices and model.supports_choices
-    settings = {"use_choices": choices}
+    settings: dict[str, object] = {"use_choices": choices}
+    if judge is not None and grader in JUDGED:
+        settings["judge"] = [judge.spec, judge.identity()]
     fp = fingerprint(exam, model, grader, settings)
     run_id = store.resumable_run(fp)
     if run_id is None:
@@ -129,25 +129,14 @@ def sit(exam: Exam, model: Model, store: Store, *, grader: str = "auto", use_cho
         for start in range(0, len(todo), size):
             batch = todo[start:start + size]
             requests = [build_request(item, exam, use_choices=choices) for _, item in batch]
-            keys = [cache_key(model, r) for r in requests]
-            completions = store.cached([k for k, r in zip(keys, requests) if r.cacheable])
-            for completion in completions.values():
-                completion.cached = True
-            misses = [i for i, k in enumerate(keys) if k not in completions]
-            fresh = _generate(model, store, [(keys[i], requests[i]) for i in misses])
-            for i, completion in zip(misses, fresh):
-                completions[keys[i]] = completion
-            rows = []
-            for (pos, item), key in zip(batch, keys):
-                answer = answer_from(item, key, completions[key])
-                rows.append((pos, answer, grade(item, answer)))
+            keys, completions, hits = ask(model, store, requests)
+            answers = [answer_from(item, key, c) for (_, item), key, c in zip(batch, keys, completions)]
+            grades = grade([item for _, item in batch], answers)
             with store.transaction():
-                store.put_responses(model.backend, model.identity(),
-                                    [(keys[i], requests[i], c) for i, c in zip(misses, fresh)])
-                store.put_answers(run_id, rows)
-            stats["hits"] += len(batch) - len(misses)
-            stats["calls"] += len(misses)
-            stats["tokens"] += sum(c.completion_tokens + c.prompt_tokens for c in fresh)
+                store.put_answers(run_id, [(pos, a, g) for (pos, _), a, g in zip(batch, answers, grades)])
+            stats["hits"] += hits
+            stats["calls"] += len(batch) - hits
+            stats["tokens"] += sum(c.completion_tokens + c.prompt_tokens for c in completions if not c.cached)
             elapsed = time.perf_counter() - started
             finished = start + len(batch)
             bar.update(task, advance=len(batch),

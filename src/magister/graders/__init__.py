@@ -23,6 +23,11 @@ def auto(item: Item, answer: Answer) -> Grade:
     return GRADERS[BY_KIND[item.kind]](item, answer)
 
 
+def as_batch(grader: Grader) -> Callable[[list[Item], list[Answer]], list[Grade]]:
+    """A per-item grader as a batch grader (the form `sit` calls; judged graders batch their calls)."""
+    return lambda items, answers: [grader(item, answer) for item, answer in zip(items, answers, strict=True)]
+
+
 def get_grader(name: str) -> Grader:
     """The grader called `name` ('auto' or one of the deterministic graders)."""
     if name == "auto":
@@ -32,4 +37,4 @@ def get_grader(name: str) -> Grader:
     return GRADERS[name]
 
 
-__all__ = ["Grader", "get_grader", "auto", "exact", "label", "choice", "numeric", "regex", "contains", "GRADERS"]
+__all__ = ["Grader", "as_batch", "get_grader", "auto", "exact", "label", "choice", "numeric", "regex", "contains", "GRADERS"]
