@@ -112,20 +112,27 @@ class Judge:
                 out.append((None if found is None else float(found.group(1).lower() == "yes"), c.text))
         return out
 
-    def scores(self, conversations: Sequence[list[Message]], scale: int) -> list[tuple[float | None, str]]:
-        """Expected rubric score in 1..scale for each conversation (None when unreadable), and the raw output."""
+    def scores(self, conversations: Sequence[list[Message]], scale: int,
+               explain: bool = False) -> list[tuple[float | None, str]]:
+        """Expected rubric score in 1..scale for each conversation (None when unreadable), and the raw output.
+
+        `explain`: the judge writes a rationale first and the score is read from its last 'Score: N'.
+        """
         digits = [str(s) for s in range(1, scale + 1)]
         pattern = re.compile(rf"\b([1-{scale}])\b")
         out = []
-        for c in self._run(conversations, digits, max_tokens=8):
+        completions = self._run(conversations, None if explain else digits, max_tokens=256 if explain else 8)
+        for c in completions:
             if c.choice_logprobs:
                 weights = {int(d): math.exp(lp) for d, lp in c.choice_logprobs.items()}
                 total = sum(weights.values())
                 out.append((sum(s * w for s, w in weights.items()) / total if total > 0 else None,
                             json.dumps(c.choice_logprobs)))
             else:
-                found = pattern.search(c.text)
-                out.append((None if found is None else float(found.group(1)), c.text))
+                found = re.findall(rf"score\W*([1-{scale}])\b", c.text, re.I) if explain else []
+                first = pattern.search(c.text)
+                value = found[-1] if found else (first.group(1) if first else None)
+                out.append((None if value is None else float(value), c.text))
         return out
 
     # -- graders --------------------------------------------------------------------------
@@ -174,9 +181,9 @@ class Judge:
         return grades
 
     def rubric(self, items: Sequence[Item], answers: Sequence[Answer], scale: int = 5,
-               text: str = prompts.DEFAULT_RUBRIC) -> list[Grade]:
-        scores = self.scores([prompts.rubric(i.input, i.reference or None, a.text, scale, text, self.guarded)
-                              for i, a in zip(items, answers, strict=True)], scale)
+               text: str = prompts.DEFAULT_RUBRIC, explain: bool = False) -> list[Grade]:
+        scores = self.scores([prompts.rubric(i.input, i.reference or None, a.text, scale, text, self.guarded, explain)
+                              for i, a in zip(items, answers, strict=True)], scale, explain)
         grades = []
         for item, (s, raw) in zip(items, scores):
             norm = 0.0 if s is None else (s - 1) / (scale - 1)

@@ -88,8 +88,10 @@ DEFAULT_RUBRIC = ("1: wrong or unrelated. 2: mostly wrong, with a correct fragme
 
 
 def rubric(question: str, reference: str | None, response: str, scale: int, text: str,
-           guarded: bool = True) -> list[Message]:
-    task = f"You score a response from 1 to {scale} against a rubric. Reply with the score digit only."
+           guarded: bool = True, explain: bool = False) -> list[Message]:
+    task = (f"You score a response from 1 to {scale} against a rubric. " +
+            ("Explain your judgement in two or three sentences, then end with 'Score: N'." if explain else
+             "Reply with the score digit only."))
     ref = f"Reference answer:\n{_block('reference', reference, guarded)}\n\n" if reference else ""
     user = (f"Rubric: {text}\n\nQuestion:\n{_block('question', question, guarded)}\n\n{ref}"
             f"Response:\n{_block('response', response, guarded)}\n\nScore (1-{scale}):")

@@ -1,0 +1,85 @@
+"""judge-check: agreement with human labels, from files, with the mock judge."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from helpers import write_jsonl
+from magister.cli import app
+from magister.errors import DataError
+from magister.judges import Judge
+from magister.judges.check import Columns, check
+from magister.models.mock import MockModel
+from magister.store import Store
+from magister.types import Request
+
+runner = CliRunner()
+
+
+def says_yes_when_equal(request: Request) -> str:
+    text = [m.content for m in request.messages or [] if m.role == "user"][-1]
+    reference = text.split("<reference>\n")[1].split("\n</reference>")[0]
+    response = text.split("<response>\n")[1].split("\n</response>")[0]
+    return "yes" if reference == response else "no"
+
+
+@pytest.fixture
+def rated(tmp_path: Path) -> Path:
+    rows = []
+    for n in range(12):
+        same = n % 2 == 0
+        rows.append({"id": n, "question": f"q{n}", "reference": "42", "response": "42" if same else "41",
+                     "h1": 5 if same else 1, "h2": 5 if same or n == 1 else 2})
+    return write_jsonl(tmp_path / "rated.jsonl", rows)
+
+
+def test_match_agreement_with_two_humans(store: Store, rated: Path) -> None:
+    judge = Judge(MockModel("mock:custom", respond=says_yes_when_equal), store)
+    report = check(rated, "match", judge, Columns(human=["h1", "h2"], match_threshold=4))
+    assert report["n"] == 12 and report["parse_failures"] == 0
+    assert report["kappa_per_human"][0] == pytest.approx(1.0)  # the judge equals human 1
+    # human 2 differs on one item: 11/12 agreement, kappa = (11/12 - 0.5) / 0.5 with margins 7/12 and 6/12
+    po, pe = 11 / 12, (7 / 12) * (6 / 12) + (5 / 12) * (6 / 12)
+    assert report["kappa_per_human"][1] == pytest.approx((po - pe) / (1 - pe))
+    assert report["human_human_kappa"] == pytest.approx((po - pe) / (1 - pe))
+    assert report["accuracy"] == pytest.approx((1 + 11 / 12) / 2)
+    assert report["kappa_ci"][0] <= report["kappa"] <= report["kappa_ci"][1]
+    assert report["correlations"]["spearman"] > 0.8 and report["repeat_agreement"] == 1.0
+    assert report["tokens_per_grade"] > 0
+
+
+def test_pairwise_flip_rate(store: Store, tmp_path: Path) -> None:
+    rows = [{"instruction": "i", "response_a": "a", "response_b": "bb", "human": "a"} for _ in range(4)]
+    path = write_jsonl(tmp_path / "pairs.jsonl", rows)
+    report = check(path, "pairwise", Judge(MockModel("mock:first"), store), Columns())
+    assert report["flip_rate"] == 1.0 and report["tie_rate"] == 1.0 and report["accuracy"] == 0.0
+
+
+def test_missing_field_names_line_and_field(store: Store, tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "bad.jsonl", [{"question": "q", "response": "r", "human": 1},
+                                                {"question": "q", "human": 1}])
+    with pytest.raises(DataError, match=r"bad.jsonl:2: missing \(field 'response'\)"):
+        check(path, "match", Judge(MockModel("mock:first"), store), Columns())
+
+
+def test_judge_check_command_json(rated: Path) -> None:
+    result = runner.invoke(app, ["judge-check", str(rated), "--grader", "rubric", "--judge", "mock:last",
+                                 "--human", "h1", "--human", "h2", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert {"n", "kappa", "kappa_ci", "accuracy", "human_human_kappa", "parse_failures"} <= set(report)
+    assert "weighted_kappa" in report and report["grader"] == "rubric"
+    bad = runner.invoke(app, ["judge-check", str(rated), "--grader", "vibes"])
+    assert bad.exit_code == 1 and "unknown judged grader" in bad.output
+
+
+def test_exam_with_a_judged_grader(tmp_path: Path) -> None:
+    exam = write_jsonl(tmp_path / "free.jsonl", [{"id": "a", "question": "Capital of France?", "answer": "Paris"}])
+    result = runner.invoke(app, ["exam", str(exam), "--model", "mock:text=Paris", "--grader", "match",
+                                 "--judge", "mock:text=yes", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["accuracy"] == 1.0
