@@ -68,6 +68,9 @@ def _sit_and_report(exam, model_spec: str, grader: str, use_choices: bool, as_js
     table.add_row("accuracy", f"[bold]{summary.accuracy:.1%}[/]  95% CI {summary.ci_low:.1%} - {summary.ci_high:.1%}"
                   f"  ({summary.correct}/{summary.n})")
     table.add_row("parse failures", str(summary.parse_failures))
+    if summary.judge_repeat_agreement is not None:
+        table.add_row("judge repeat agreement", f"{summary.judge_repeat_agreement:.0%} (a second, uncached judgment "
+                      "of up to 10 answers)")
     table.add_row("model calls / cache hits", f"{summary.model_calls} / {summary.cache_hits}")
     table.add_row("tokens in / out", f"{summary.prompt_tokens} / {summary.completion_tokens}")
     table.add_row("wall time", f"{summary.wall_s:.1f} s")
@@ -379,6 +382,8 @@ def judge_check(
     if "human_human_kappa" in report:
         table.add_row("human-human kappa (ceiling)", f"{report['human_human_kappa']:.3f}  "
                       f"(agreement {report['human_human_accuracy']:.1%})")
+    if "fitted" in report:
+        table.add_row("kappa, weights fitted (5-fold)", f"{report['fitted']['kappa']:.3f}")
     if "weighted_kappa" in report:
         table.add_row("weighted kappa (1-5)", f"{report['weighted_kappa']['kappa']:.3f}")
     if "correlations" in report:

@@ -49,6 +49,7 @@ class Summary:
     completion_tokens: int
     wall_s: float
     resumed_items: int
+    judge_repeat_agreement: float | None = None  # judged graders: a second, uncached judgment on a sample
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -148,5 +149,23 @@ def sit(exam: Exam, model: Model, store: Store, *, grader: str = "auto", judge: 
     summary = summarize(run_id, exam, model.spec, grader, store.answers(run_id),
                         time.perf_counter() - started, resumed_items=len(done), cache_hits=stats["hits"],
                         model_calls=stats["calls"])
+    if judge is not None and grader in JUDGED:
+        summary.judge_repeat_agreement = repeat_agreement(grader, judge, exam, store.answers(run_id))
     store.finish_run(run_id, summary.to_dict())
     return summary
+
+
+def repeat_agreement(grader: str, judge: Model, exam: Exam, graded: list[tuple[Answer, Grade]],
+                     sample: int = 10) -> float:
+    """Share of a sample of grades that a second judgment, bypassing the cache, reproduces.
+
+    A deterministic local judge gives 1.0; a hosted judge often does not, even at temperature 0.
+    """
+    items = {item.id: item for item in exam.items}
+    picked = graded[:sample]
+    fresh = Store(":memory:")
+    try:
+        again = getattr(Judge(judge, fresh), grader)([items[a.item_id] for a, _ in picked], [a for a, _ in picked])
+    finally:
+        fresh.close()
+    return sum(g.correct == h.correct for (_, g), h in zip(picked, again)) / max(len(picked), 1)

@@ -82,4 +82,21 @@ def test_exam_with_a_judged_grader(tmp_path: Path) -> None:
     result = runner.invoke(app, ["exam", str(exam), "--model", "mock:text=Paris", "--grader", "match",
                                  "--judge", "mock:text=yes", "--json"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["accuracy"] == 1.0
+    out = json.loads(result.stdout)
+    assert out["accuracy"] == 1.0 and out["judge_repeat_agreement"] == 1.0
+
+
+def test_checklist_weights_fitted_from_human_labels() -> None:
+    from magister.judges.check import fit_checklist
+    from magister.types import Grade
+
+    # The judge's P(yes) on the 2nd question separates the labels; the plain mean does not.
+    grades, labels = [], []
+    for n in range(40):
+        right = n % 2 == 0
+        p = [0.9, 0.8 if right else 0.2, 0.1]
+        grades.append(Grade(item_id=str(n), grader="checklist", score=sum(p) / 3, raw=json.dumps({"p_yes": p})))
+        labels.append(right)
+    fitted = fit_checklist(grades, labels)
+    assert fitted is not None and sum(f == y for f, y in zip(fitted, labels)) >= 38
+    assert fit_checklist(grades[:4], labels[:4]) is None  # too few labels: fall back to the plain score

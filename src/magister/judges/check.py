@@ -105,6 +105,29 @@ def _repeat_agreement(grade: Callable[[Judge], list[Any]], judge: Judge) -> floa
     return float(np.mean([a == b for a, b in zip(first, second)]))
 
 
+def checklist_features(grade: Grade) -> list[float]:
+    """Summary of a checklist grade's per-question P(yes): mean, min, max, share above 0.5."""
+    p = [x for x in json.loads(grade.raw or "{}").get("p_yes", []) if x is not None] or [0.0]
+    return [float(np.mean(p)), min(p), max(p), float(np.mean([x >= 0.5 for x in p]))]
+
+
+def fit_checklist(grades: Sequence[Grade], labels: Sequence[Any], folds: int = 5) -> list[bool] | None:
+    """Cross-validated verdicts of a small logistic regression from checklist features to human labels.
+
+    RocketEval fits such a regressor per exam from a few labels; with cross-validation every
+    verdict comes from a model that did not see its own label. None when there are too few
+    labels of each class to fit (the unsupervised score is then the answer).
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import cross_val_predict
+
+    y = np.array([bool(v) for v in labels])
+    if min(y.sum(), (~y).sum()) < folds:
+        return None
+    x = np.array([checklist_features(g) for g in grades])
+    return cross_val_predict(LogisticRegression(), x, y, cv=folds).astype(bool).tolist()
+
+
 def check(path: str | Path, grader: str, judge: Judge, columns: Columns, limit: int | None = None) -> dict[str, Any]:
     """Grade a human-labelled file with the judge and report the agreement."""
     started = time.perf_counter()
@@ -134,6 +157,10 @@ def check(path: str | Path, grader: str, judge: Judge, columns: Columns, limit: 
         humans = [[_label(r[h], columns.match_threshold) for r in rows] for h in columns.human]
         report.update(n=len(rows), parse_failures=sum(not g.parsed for g in grades),
                       **_agreement([bool(g.correct) for g in grades], humans))
+        if grader == "checklist":
+            fitted = fit_checklist(grades, humans[0])
+            if fitted is not None:
+                report["fitted"] = _agreement(fitted, humans)
         raw_humans = [[r[h] for r in rows] for h in columns.human]
         if all(isinstance(v, (int, float)) and not isinstance(v, bool) for col in raw_humans for v in col):
             report["correlations"] = correlations([g.score for g in grades], np.mean(raw_humans, axis=0).tolist())
