@@ -403,6 +403,41 @@ def judge_check(
 
 
 @app.command()
+@_guard
+def battles(
+    path: Annotated[Path, typer.Argument(help="JSONL of {prompt_id, instruction, model_a, response_a, model_b, "
+                                         "response_b}.")],
+    judge: Annotated[str, typer.Option(help="Judge model spec.")] = "llamacpp:smollm2",
+    out_path: Annotated[Path, typer.Option("--out", "-o", help="Battles JSONL for `leaderboard --battles`.")] = Path(
+        "battles.jsonl"),
+    limit: Annotated[Optional[int], typer.Option(help="Only the first N pairs.")] = None,
+) -> None:
+    """Judge pairs of responses in both orders and write the battles (order flips become ties)."""
+    from magister.judges import Judge
+    from magister.judges.check import read_rows
+    from magister.models.base import load_model
+    from magister.store import Store
+
+    fields = ["prompt_id", "instruction", "model_a", "response_a", "model_b", "response_b"]
+    rows = read_rows(path, fields, limit)
+    model = load_model(judge)
+    store = Store()
+    try:
+        verdicts = Judge(model, store).pairwise([(r["instruction"], r["response_a"], r["response_b"]) for r in rows])
+    finally:
+        model.close()
+        store.close()
+    tmp = out_path.with_name(out_path.name + ".tmp")
+    tmp.write_text("".join(json.dumps({"prompt_id": str(r["prompt_id"]), "model_a": r["model_a"],
+                                       "model_b": r["model_b"], "winner": v.winner, "p_a": round(v.p_a, 4),
+                                       "flipped": v.flipped}) + "\n" for r, v in zip(rows, verdicts)))
+    tmp.replace(out_path)
+    flips = sum(v.flipped for v in verdicts)
+    out.print(f"Wrote {len(verdicts)} battles to {out_path}: order flip rate {flips / len(verdicts):.1%} "
+              f"(flips are ties). Rank with: magister leaderboard --battles {out_path}")
+
+
+@app.command()
 def models(as_json: JsonOpt = False) -> None:
     """The model backends, how to name a model with each, and what each supports."""
     from magister.models.base import BACKENDS, backend_class

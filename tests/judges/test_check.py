@@ -100,3 +100,16 @@ def test_checklist_weights_fitted_from_human_labels() -> None:
     fitted = fit_checklist(grades, labels)
     assert fitted is not None and sum(f == y for f, y in zip(fitted, labels)) >= 38
     assert fit_checklist(grades[:4], labels[:4]) is None  # too few labels: fall back to the plain score
+
+
+def test_battles_command_feeds_the_leaderboard(tmp_path: Path) -> None:
+    rows = [{"prompt_id": f"p{n}", "instruction": "Say hi", "model_a": "big", "response_a": "hi",
+             "model_b": "small", "response_b": "hello there"} for n in range(6)]
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", rows)
+    out = tmp_path / "battles.jsonl"
+    result = runner.invoke(app, ["battles", str(pairs), "--judge", "mock:first", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    written = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(written) == 6 and all(b["winner"] == "tie" and b["flipped"] for b in written)  # first-position bias
+    board = runner.invoke(app, ["leaderboard", "--battles", str(out), "--rounds", "50", "--json"])
+    assert board.exit_code == 0 and {r["model"] for r in json.loads(board.stdout)} == {"big", "small"}
