@@ -78,7 +78,9 @@ def embeddings(texts: list[str]) -> np.ndarray:
     llm = llama_cpp.Llama(model_path=str(embedded_path("smollm2")), embedding=True, n_ctx=1024, n_batch=1024,
                           n_ubatch=1024, verbose=False, pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN)
     # embed() needs the whole text in one batch: cut at 1000 tokens
-    cut = [llm.detokenize(llm.tokenize(t.encode(), add_bos=False)[:1000]).decode(errors="ignore") for t in texts]
+    # and an empty text makes llama_decode fail: embed "(empty)" instead
+    cut = [llm.detokenize(llm.tokenize((t or "(empty)").encode(), add_bos=False)[:1000]).decode(errors="ignore")
+           for t in texts]
     vectors = np.array([llm.embed(t) for t in cut], dtype=float)
     return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
