@@ -122,7 +122,8 @@ def baselines(rows: list[dict]) -> list[dict]:
 
 def judged(spec: str, limit: int | None, pairs: int, cost_items: int, injection_items: int) -> tuple[list, dict, dict]:
     from magister.judges import Judge
-    from magister.judges.check import Columns, check, read_rows
+    from magister.judges.check import Columns, check
+    from magister.jsonl import read_rows
     from magister.models.base import load_model
     from magister.store import Store
     from magister.types import Answer, Item, Kind

@@ -414,7 +414,7 @@ def battles(
 ) -> None:
     """Judge pairs of responses in both orders and write the battles (order flips become ties)."""
     from magister.judges import Judge
-    from magister.judges.check import read_rows
+    from magister.jsonl import read_rows
     from magister.models.base import load_model
     from magister.store import Store
 

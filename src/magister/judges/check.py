@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from magister.errors import ConfigError, DataError
+from magister.errors import ConfigError
+from magister.jsonl import read_rows
 from magister.judges.judge import Judge
 from magister.stats.agreement import alt_test, bootstrap_ci, correlations, kappa
 from magister.store import Store
@@ -38,32 +39,6 @@ class Columns:
     response_b: str = "response_b"
     human: list[str] = field(default_factory=lambda: ["human"])
     match_threshold: float | None = None  # numeric human ratings: match = rating >= threshold
-
-
-def read_rows(path: str | Path, needed: Sequence[str], limit: int | None = None) -> list[dict[str, Any]]:
-    """JSONL rows that have every needed field (a clear error names the line and field otherwise)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError("no such file", path=str(path))
-    rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise DataError(f"not valid JSON ({error.msg})", path=str(path), line=number) from None
-        if not isinstance(row, dict):
-            raise DataError("expected a JSON object", path=str(path), line=number)
-        for name in needed:
-            if row.get(name) is None:
-                raise DataError("missing", path=str(path), line=number, field=name)
-        rows.append(row)
-        if limit is not None and len(rows) >= limit:
-            break
-    if not rows:
-        raise DataError("no rows in the file", path=str(path))
-    return rows
 
 
 def _label(value: Any, threshold: float | None) -> Any:

@@ -16,7 +16,6 @@ bound, so models whose intervals overlap share a rank.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -26,6 +25,7 @@ from typing import Any, Literal
 import numpy as np
 
 from magister.errors import DataError
+from magister.jsonl import read_numbered
 
 Winner = Literal["a", "b", "tie"]
 ELO_SCALE = 400.0
@@ -148,22 +148,8 @@ def leaderboard(battles: Sequence[Battle], rounds: int = 1000, resample: Literal
 
 def load_battles(path: str | Path) -> list[Battle]:
     """Read battles from JSONL: one `{prompt_id, model_a, model_b, winner: a|b|tie}` per line."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError("no such file", path=str(path))
     battles = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise DataError(f"not valid JSON ({error.msg})", path=str(path), line=number) from None
-        if not isinstance(row, dict):
-            raise DataError("expected a JSON object", path=str(path), line=number)
-        for field in ("prompt_id", "model_a", "model_b", "winner"):
-            if row.get(field) in (None, ""):
-                raise DataError("missing", path=str(path), line=number, field=field)
+    for number, row in read_numbered(path, ["prompt_id", "model_a", "model_b", "winner"]):
         winner = str(row["winner"]).lower()
         if winner not in ("a", "b", "tie"):
             raise DataError(f"must be a, b or tie, not {row['winner']!r}", path=str(path), line=number,
@@ -171,6 +157,4 @@ def load_battles(path: str | Path) -> list[Battle]:
         if row["model_a"] == row["model_b"]:
             raise DataError("a model cannot battle itself", path=str(path), line=number, field="model_b")
         battles.append(Battle(str(row["prompt_id"]), str(row["model_a"]), str(row["model_b"]), winner))  # type: ignore[arg-type]
-    if not battles:
-        raise DataError("no battles in the file", path=str(path))
     return battles

@@ -1,0 +1,42 @@
+"""Read JSONL files of labelled rows, with errors that name the file, line and field."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from magister.errors import DataError
+
+
+def read_numbered(path: str | Path, needed: Sequence[str],
+                  limit: int | None = None) -> list[tuple[int, dict[str, Any]]]:
+    """JSONL rows that have every needed field (a clear error names the line and field otherwise)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError("no such file", path=str(path))
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise DataError(f"not valid JSON ({error.msg})", path=str(path), line=number) from None
+        if not isinstance(row, dict):
+            raise DataError("expected a JSON object", path=str(path), line=number)
+        for name in needed:
+            if row.get(name) is None:
+                raise DataError("missing", path=str(path), line=number, field=name)
+        rows.append((number, row))
+        if limit is not None and len(rows) >= limit:
+            break
+    if not rows:
+        raise DataError("no rows in the file", path=str(path))
+    return rows
+
+
+def read_rows(path: str | Path, needed: Sequence[str], limit: int | None = None) -> list[dict[str, Any]]:
+    """The rows of `read_numbered`, without their line numbers."""
+    return [row for _, row in read_numbered(path, needed, limit)]
