@@ -437,6 +437,76 @@ def battles(
               f"(flips are ties). Rank with: magister leaderboard --battles {out_path}")
 
 
+def _opt(help: str, *names: str):  # noqa: A002, ANN202
+    return typer.Option(*names, help=help)
+
+
+@app.command()
+@_guard
+def teach(
+    config: Annotated[Optional[Path], typer.Argument(help="YAML config; every field is also a flag below.")] = None,
+    seed: Annotated[Optional[Path], _opt("Labelled training examples (the seed set).")] = None,
+    exam: Annotated[Optional[Path], _opt("The held-out exam.")] = None,
+    input: Annotated[Optional[str], _opt("Column with the question (seed and exam).", "--input")] = None,
+    reference: Annotated[Optional[str], _opt("Column with the answer (seed and exam).")] = None,
+    teacher: Annotated[Optional[str], _opt("Teacher model spec (default llamacpp:smollm2).")] = None,
+    student: Annotated[Optional[str], _opt("'smollm2', a GGUF file or a transformers model directory.")] = None,
+    verifier: Annotated[Optional[str], _opt("Model that verifies new examples (default: the teacher).")] = None,
+    rounds: Annotated[Optional[int], _opt("Teaching rounds after round 0.")] = None,
+    strategies: Annotated[Optional[str], _opt("Comma-separated: similar, rephrase, explain, new.")] = None,
+    per_item: Annotated[Optional[int], _opt("New examples per mined item.")] = None,
+    show_wrong_answer: Annotated[Optional[bool], _opt("Show the teacher the student's wrong answer.",
+                                                      "--show-wrong-answer/--hide-wrong-answer")] = None,
+    mine: Annotated[Optional[str], _opt("seed (LLM2LLM) or all (also synthetic examples).")] = None,
+    dedupe: Annotated[Optional[str], _opt("rouge, embedding or off.")] = None,
+    dedupe_threshold: Annotated[Optional[float], _opt("Similarity at or above which a new example is a duplicate.")]
+    = None,
+    verify: Annotated[Optional[str], _opt("off, teacher or majority.")] = None,
+    verify_samples: Annotated[Optional[int], _opt("Samples for --verify majority.")] = None,
+    retrain: Annotated[Optional[str], _opt("base (each round from the base model) or continue.")] = None,
+    patience: Annotated[Optional[int], _opt("Stop after N rounds without a better exam score.")] = None,
+    budget_calls: Annotated[Optional[int], _opt("Teacher call budget (writing and verifying).")] = None,
+    budget_tokens: Annotated[Optional[int], _opt("Teacher token budget.")] = None,
+    method: Annotated[Optional[str], _opt("lora or full fine-tuning.")] = None,
+    epochs: Annotated[Optional[float], _opt("Training epochs per round.")] = None,
+    lora_r: Annotated[Optional[int], _opt("LoRA rank.")] = None,
+    learning_rate: Annotated[Optional[float], _opt("Learning rate.")] = None,
+    max_length: Annotated[Optional[int], _opt("Tokens per training example.")] = None,
+    exam_limit: Annotated[Optional[int], _opt("Use only the first N exam items.")] = None,
+    out_dir: Annotated[Optional[Path], _opt("Run directory (default runs/teach).", "--out")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out where it stopped.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Teach a student: fine-tune, mine its errors, have the teacher write new examples, retrain, re-sit."""
+    from magister.teach import Teach, load_config
+    from magister.teach import report as teach_report
+
+    overrides = {"seed": seed, "exam": exam, "fields.input": input, "fields.reference": reference,
+                 "teacher": teacher, "student": student, "verifier": verifier, "rounds": rounds,
+                 "strategies": [s.strip() for s in strategies.split(",")] if strategies else None,
+                 "per_item": per_item, "show_wrong_answer": show_wrong_answer, "mine": mine, "dedupe": dedupe,
+                 "dedupe_threshold": dedupe_threshold, "verify": verify, "verify_samples": verify_samples,
+                 "retrain": retrain, "patience": patience, "budget.calls": budget_calls,
+                 "budget.tokens": budget_tokens, "train.method": method, "train.epochs": epochs,
+                 "train.lora_r": lora_r, "train.learning_rate": learning_rate, "train.max_length": max_length,
+                 "exam_limit": exam_limit, "out": out_dir}
+    settings = load_config(config, overrides)
+    run = Teach(settings, resume=resume, progress=not as_json)
+    try:
+        run.run()
+    except KeyboardInterrupt:
+        err.print(f"\nInterrupted: finished stages are saved. Continue with: magister teach ... --out "
+                  f"{settings.out} --resume")
+        raise typer.Exit(130) from None
+    report = run.report()
+    paths = teach_report.write(report, settings.out)
+    if as_json:
+        print(json.dumps(report, default=str))
+        return
+    out.print(teach_report.table(report))
+    out.print(f"Report: {paths['html']} · learning curve: {paths['png']} · JSON: {paths['json']}")
+
+
 @app.command()
 def models(as_json: JsonOpt = False) -> None:
     """The model backends, how to name a model with each, and what each supports."""

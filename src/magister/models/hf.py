@@ -24,12 +24,15 @@ from magister.types import Completion, Request
 
 
 def _identity(path: Path) -> str:
-    """Name, size and modification time of every file that shapes the outputs."""
+    """Where the model lives, and the name, size and modification time (ns) of every file in it.
+
+    Two round directories trained within the same second must not share cache entries, so
+    the resolved path and nanosecond times are part of it."""
     files = [path] if path.is_file() else sorted(p for p in path.iterdir() if p.is_file())
-    digest = hashlib.sha256()
+    digest = hashlib.sha256(str(path.resolve()).encode())
     for file in files:
         stat = file.stat()
-        digest.update(f"{file.name}:{stat.st_size}:{int(stat.st_mtime)};".encode())
+        digest.update(f"{file.name}:{stat.st_size}:{stat.st_mtime_ns};".encode())
     return f"{path.name}:{digest.hexdigest()[:16]}"
 
 
@@ -47,6 +50,7 @@ class HFModel(Model):
         except ImportError:
             raise BackendError("the hf backend needs torch and transformers: pip install 'magister[hf]'") from None
         self.torch = torch
+        transformers.utils.logging.disable_progress_bar()  # no per-load weight bars: sit() shows progress
         name = spec.partition(":")[2]
         if name == "smollm2":
             from magister.models.llamacpp import embedded_path
@@ -139,15 +143,23 @@ class HFModel(Model):
         return completions
 
     def _score(self, requests: list[Request]) -> list[Completion]:
-        """Log-probability of every candidate of every request, one padded forward pass per batch."""
+        """Log-probability of every candidate of every request, in padded forward passes.
+
+        Candidates of one token are read off the last prompt position, so a request needs one
+        sequence per candidate of two or more tokens (at least one): six one-token labels cost
+        one forward pass of the prompt, not six.
+        """
         torch = self.torch
         start = time.perf_counter()
         prompts = self._encode([self.format(r) for r in requests])
-        rows: list[tuple[int, str, list[int], int]] = []  # request index, candidate, sequence, prompt length
+        rows: list[tuple[int, list[str], list[int], int]] = []  # request, candidates read, sequence, prompt length
         for index, (request, prompt) in enumerate(zip(requests, prompts)):
-            for candidate in request.choices or []:
-                tokens = self.tokenizer(candidate, add_special_tokens=False)["input_ids"]
-                rows.append((index, candidate, prompt + tokens, len(prompt)))
+            tokens = {c: self.tokenizer(c, add_special_tokens=False)["input_ids"] for c in request.choices or []}
+            short = [c for c, t in tokens.items() if len(t) <= 1]
+            long = [c for c, t in tokens.items() if len(t) > 1]
+            for j, candidate in enumerate(long or [None]):
+                read = ([candidate] if candidate else []) + (short if j == 0 else [])
+                rows.append((index, read, prompt + (tokens[candidate] if candidate else []), len(prompt)))
         scores: list[dict[str, float]] = [{} for _ in requests]
         pad = self.tokenizer.pad_token_id
         chunk = self.batch_size * 4
@@ -158,12 +170,12 @@ class HFModel(Model):
             mask = torch.tensor([[1] * len(seq) + [0] * (width - len(seq)) for _, _, seq, _ in part],
                                 device=self.device)
             with torch.no_grad():
-                logits = self.model(input_ids=ids, attention_mask=mask).logits.float()
-            logprobs = torch.log_softmax(logits, dim=-1)
-            for row, (index, candidate, seq, n_prompt) in enumerate(part):
-                positions = torch.arange(n_prompt - 1, len(seq) - 1, device=self.device)
-                targets = ids[row, n_prompt:len(seq)]
-                scores[index][candidate] = float(logprobs[row, positions, targets].sum())
+                logprobs = torch.log_softmax(self.model(input_ids=ids, attention_mask=mask).logits.float(), dim=-1)
+            for row, (index, read, seq, n_prompt) in enumerate(part):
+                for candidate in read:
+                    targets = self.tokenizer(candidate, add_special_tokens=False)["input_ids"]
+                    positions = torch.arange(n_prompt - 1, n_prompt - 1 + len(targets), device=self.device)
+                    scores[index][candidate] = float(logprobs[row, positions, torch.tensor(targets)].sum())
         elapsed = time.perf_counter() - start
         return [Completion(text=max(s, key=s.__getitem__), choice_logprobs=s, prompt_tokens=len(p),
                            latency_s=elapsed / len(requests), finish_reason="choice")

@@ -1,0 +1,125 @@
+"""The teach configuration: one YAML file, every field also a `magister teach` flag.
+
+    seed: data/trec_seed.jsonl        # labelled training examples (any exam file)
+    exam: data/trec_test.jsonl        # the held-out exam
+    teacher: llamacpp:smollm2
+    student: smollm2                  # the embedded GGUF, or a transformers model directory
+    rounds: 3
+    strategies: [similar, rephrase]
+    budget: {calls: 400}
+    train: {epochs: 3, lora_r: 8}
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from magister.errors import ConfigError, DataError
+
+STRATEGIES = ("similar", "rephrase", "explain", "new")
+
+
+class Fields(BaseModel):
+    """Column names of the seed and exam files (guessed from common names when unset)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input: str | None = None
+    reference: str | None = None
+
+
+class Budget(BaseModel):
+    """What the teacher may spend over the whole run; None is no limit."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    calls: int | None = Field(None, ge=1, description="Teacher calls (writing and verifying).")
+    tokens: int | None = Field(None, ge=1, description="Teacher tokens, prompt and completion.")
+
+
+class TrainConfig(BaseModel):
+    """How the student is fine-tuned each round."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: Literal["lora", "full"] = "lora"
+    lora_r: int = Field(8, ge=1)
+    lora_alpha: int = Field(16, ge=1)
+    lora_dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    epochs: float = Field(3.0, gt=0)
+    learning_rate: float = Field(3e-4, gt=0)
+    batch_size: int = Field(8, ge=1)
+    max_length: int = Field(128, ge=8, description="Tokens per example; longer prompts lose their start.")
+    warmup_ratio: float = Field(0.1, ge=0.0, lt=1.0)
+    seed: int = 0
+
+
+class TeachConfig(BaseModel):
+    """Everything one `magister teach` run needs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    seed: Path = Field(description="Labelled training examples: the seed set.")
+    exam: Path = Field(description="The held-out exam the student sits after every round.")
+    fields: Fields = Field(default_factory=Fields)
+    teacher: str = "llamacpp:smollm2"
+    student: str = Field("smollm2", description="'smollm2' (the embedded GGUF), a GGUF file or a model directory.")
+    verifier: str | None = Field(None, description="Model that checks new examples; default the teacher.")
+    rounds: int = Field(3, ge=0)
+    strategies: list[Literal["similar", "rephrase", "explain", "new"]] = Field(default_factory=lambda: ["similar"])
+    per_item: int = Field(2, ge=1, le=10, description="New examples the teacher writes per mined item.")
+    show_wrong_answer: bool = Field(True, description="Show the teacher the student's wrong answer.")
+    mine: Literal["seed", "all"] = Field("seed", description="Mine only seed items (LLM2LLM) or also synthetic ones.")
+    dedupe: Literal["rouge", "embedding", "off"] = "rouge"
+    dedupe_threshold: float = Field(0.7, gt=0.0, le=1.0)
+    verify: Literal["off", "teacher", "majority"] = "teacher"
+    verify_samples: int = Field(3, ge=1, description="Samples for `verify: majority`.")
+    verify_shots: int = Field(12, ge=0, description="Seed examples shown to the verifier as worked examples.")
+    retrain: Literal["base", "continue"] = Field("base", description="Each round from the base model, or from "
+                                                                     "the last round's student.")
+    patience: int | None = Field(None, ge=1, description="Stop after this many rounds without a better exam score.")
+    budget: Budget = Field(default_factory=Budget)
+    temperature: float = Field(0.7, ge=0.0, description="Teacher sampling temperature when writing.")
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    out: Path = Field(Path("runs/teach"), description="Directory of this run: rounds, models, report.")
+    exam_limit: int | None = Field(None, ge=1, description="Use only the first N exam items.")
+
+
+def load_config(path: Path | None, overrides: dict[str, object]) -> TeachConfig:
+    """Read a YAML config (if any), apply flag overrides (dotted keys, e.g. `train.epochs`), validate."""
+    data: dict[str, object] = {}
+    label = str(path) if path else "flags"
+    if path is not None:
+        import yaml
+
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except OSError as error:
+            raise ConfigError(f"cannot read the teach config {path}: {error.strerror}") from None
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            raise DataError(f"not valid YAML: {getattr(error, 'problem', error)}", path=str(path),
+                            line=mark.line + 1 if mark else None) from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise DataError("the teach config must be a mapping of field: value", path=str(path))
+        data = loaded or {}
+        for key in ("seed", "exam", "out"):  # relative paths are relative to the config file
+            if isinstance(data.get(key), str) and not Path(str(data[key])).is_absolute():
+                data[key] = str(path.parent / str(data[key]))
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        target = data
+        *parents, leaf = key.split(".")
+        for parent in parents:
+            target = target.setdefault(parent, {})  # type: ignore[assignment]
+        target[leaf] = value
+    try:
+        return TeachConfig.model_validate(data)
+    except ValidationError as error:
+        first = error.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        raise DataError(first["msg"], path=label, field=field) from None

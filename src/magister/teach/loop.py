@@ -1,0 +1,378 @@
+"""The teaching loop: fine-tune, find what the student gets wrong, have the teacher write more, repeat.
+
+    round 0   fine-tune the student on the seed set; it sits the held-out exam
+    round r   the round r-1 student sits the training data   -> mined (the items it got wrong)
+              each strategy has the teacher write new examples -> drafts
+              dedupe against all data, verify with an independent answer -> kept (or rejected, with a reason)
+              retrain on seed + everything kept so far; the student sits the held-out exam
+
+It stops at the round limit, when the teacher budget is spent, or when the exam score has
+not improved for `patience` rounds. Every stage of every round writes its result to the run
+directory before the next starts, and every model call goes through the response cache:
+`--resume` after a kill skips finished stages, and no teacher call, training run or exam
+that finished is repeated.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from magister.cache import ask
+from magister.errors import ConfigError
+from magister.exams.load import FieldMap, load_exam, pick_fewshot
+from magister.models.base import Model, load_model
+from magister.sit import sit
+from magister.stats import wilson
+from magister.stats.paired import compare
+from magister.store import Store, user_dir
+from magister.teach.config import TeachConfig
+from magister.teach.dedupe import dedupe
+from magister.teach.strategies import STRATEGIES, Draft, Mined
+from magister.teach.strategies.base import as_item, job_seed
+from magister.teach.train import base_model_dir, train
+from magister.teach.verify import verify
+from magister.types import Exam, Item, Request
+
+STAGES = ("mine", "write", "filter", "train", "exam")
+
+
+@dataclass
+class Round:
+    """What one round did: its data counts, its exam score, and what each stage cost."""
+
+    round: int
+    done: list[str] = field(default_factory=list)
+    mined: int = 0
+    generated: int = 0
+    deduped: int = 0
+    rejected: int = 0
+    kept: int = 0
+    data: int = 0
+    by_strategy: dict[str, dict[str, int]] = field(default_factory=dict)
+    rejections: dict[str, int] = field(default_factory=dict)
+    teacher_calls: int = 0
+    teacher_tokens: int = 0
+    budget_hit: bool = False
+    train: dict[str, Any] = field(default_factory=dict)
+    exam: dict[str, Any] = field(default_factory=dict)  # run_id, accuracy, ci_low, ci_high, n, correct
+    vs_round0: dict[str, Any] | None = None
+    wall_s: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write JSON through a temporary file, so a kill never leaves half a file."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(data, indent=2, default=str))
+    os.replace(partial, path)
+
+
+def write_items(path: Path, items: list[Item]) -> None:
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text("".join(item.model_dump_json() + "\n" for item in items))
+    os.replace(partial, path)
+
+
+def read_items(path: Path) -> list[Item]:
+    return [Item.model_validate_json(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+class Teacher:
+    """The teacher model and what it has spent, loaded on first use (a resumed run may never need it)."""
+
+    def __init__(self, config: TeachConfig, store: Store) -> None:
+        self.config, self.store = config, store
+        self.models: dict[str, Model] = {}
+        self.calls = self.tokens = 0
+
+    def model(self, spec: str) -> Model:
+        if spec not in self.models:
+            self.models[spec] = load_model(spec)
+        return self.models[spec]
+
+    def spent(self) -> bool:
+        budget = self.config.budget
+        return bool((budget.calls and self.calls >= budget.calls) or (budget.tokens and self.tokens >= budget.tokens))
+
+    def ask(self, requests: list[Request]) -> list[str]:
+        model = self.model(self.config.teacher)
+        _, completions, _ = ask(model, self.store, requests)
+        self.calls += len(completions)
+        self.tokens += sum(c.prompt_tokens + c.completion_tokens for c in completions)
+        return [c.text for c in completions]
+
+    def close(self) -> None:
+        for model in self.models.values():
+            model.close()
+
+
+class Teach:
+    """One teaching run in `config.out`; `run()` does (or resumes) it and returns the rounds."""
+
+    def __init__(self, config: TeachConfig, *, resume: bool = False, store: Store | None = None,
+                 console: Console | None = None, progress: bool = True, models: dict[str, Model] | None = None) -> None:
+        self.config = config
+        self.out = config.out
+        self.console = console or Console(stderr=True)
+        self.progress = progress
+        state = self.out / "state.json"
+        if state.exists() and not resume:
+            raise ConfigError(f"{self.out} already holds a teach run: pass --resume to continue it, "
+                              "or choose another --out")
+        fields = FieldMap(input=config.fields.input, reference=config.fields.reference)
+        self.seed = load_exam(config.seed, fields, name=f"{config.exam.stem}-seed")
+        self.exam = load_exam(config.exam, fields, limit=config.exam_limit)
+        self._check_compatible()
+        if resume and state.exists():
+            saved = json.loads(state.read_text())
+            if saved["config"] != json.loads(config.model_dump_json()):
+                raise ConfigError(f"{self.out} was started with another configuration; --resume needs the same one")
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.store = store or Store()
+        self.teacher = Teacher(config, self.store)
+        self.teacher.models.update(models or {})  # models given by spec (tests pass a scripted teacher)
+        self.rounds: list[Round] = []
+        self.stopped: str | None = None
+        self.baseline: dict[str, Any] | None = None
+
+    def _check_compatible(self) -> None:
+        kinds = {i.kind for i in self.seed.items} | {i.kind for i in self.exam.items}
+        if len(kinds) > 1:
+            raise ConfigError(f"seed and exam mix item kinds ({', '.join(sorted(k.value for k in kinds))}); "
+                              "teach needs one kind")
+        seed_labels = {tuple(i.labels or ()) for i in self.seed.items}
+        exam_labels = {tuple(i.labels or ()) for i in self.exam.items}
+        if seed_labels != exam_labels and any(seed_labels | exam_labels):
+            raise ConfigError("the seed set and the exam have different label sets; give both the same labels")
+        wanted = set(self.config.strategies)
+        if self.exam.items[0].kind.value == "multiple_choice" and wanted & {"similar", "new"}:
+            raise ConfigError("strategies 'similar' and 'new' cannot write multiple-choice options yet; "
+                              "use 'rephrase' and 'explain' for multiple-choice seeds")
+
+    # -- the run -----------------------------------------------------------------------------
+
+    def run(self) -> list[Round]:
+        config = self.config
+        self._save_state()
+        self.base = base_model_dir(config.student, user_dir() / "students")
+        try:
+            self.baseline = self._baseline()
+            best, since_best = -1.0, 0
+            for number in range(config.rounds + 1):
+                record = self._load_round(number)
+                if number > 0 and "mine" not in record.done and self.teacher.spent():
+                    self.stopped = "teacher budget spent"
+                    break
+                if not self._round(record):
+                    break
+                self.rounds.append(record)
+                self._save_state()
+                accuracy = record.exam["accuracy"]
+                best, since_best = (accuracy, 0) if accuracy > best else (best, since_best + 1)
+                if config.patience and since_best >= config.patience:
+                    self.stopped = f"no better exam score for {config.patience} round(s)"
+                    break
+                if record.budget_hit:
+                    self.stopped = "teacher budget spent"
+                    break
+            else:
+                self.stopped = f"round limit ({config.rounds})"
+            self._save_state()
+        finally:
+            self.teacher.close()
+        return self.rounds
+
+    def _round(self, record: Round) -> bool:
+        """Run the stages of one round not yet done; False when the round has nothing to train on."""
+        number, directory = record.round, self._dir(record.round)
+        directory.mkdir(parents=True, exist_ok=True)
+        previous = self._dir(number - 1)
+        if number == 0:
+            record.done = sorted(set(record.done) | {"mine", "write", "filter"})
+            if not (directory / "data.jsonl").exists():
+                write_items(directory / "data.jsonl", self.seed.items)
+        for stage in STAGES:
+            if stage in record.done:
+                continue
+            started = time.perf_counter()
+            if stage == "mine":
+                mined = self._mine(previous / "model", read_items(previous / "data.jsonl"))
+                write_json(directory / "mined.json", [{"id": m.item.id, "wrong": m.wrong} for m in mined])
+                record.mined = len(mined)
+            elif stage == "write":
+                drafts = self._write(self._read_mined(directory, previous), record)
+                write_json(directory / "drafts.json", [asdict(d) for d in drafts])
+            elif stage == "filter":
+                drafts = [Draft(**d) for d in json.loads((directory / "drafts.json").read_text())]
+                kept = self._filter(drafts, read_items(previous / "data.jsonl"), record)
+                write_json(directory / "drafts.json", [asdict(d) for d in drafts])
+                write_items(directory / "data.jsonl", read_items(previous / "data.jsonl") + kept)
+            elif stage == "train":
+                data = read_items(directory / "data.jsonl")
+                record.data = len(data)
+                if number > 0 and record.kept == 0:
+                    self.stopped = "no new example was kept"
+                    return False
+                base = previous / "model" if number > 0 and self.config.retrain == "continue" else self.base
+                report = train(base, data, self._prompt_exam(), self.config.train, directory,
+                               console=self.console, progress=self.progress)
+                record.train = {k: v for k, v in report.to_dict().items() if k != "losses"}
+                write_json(directory / "losses.json", report.losses)
+            elif stage == "exam":
+                record.exam, grades = self._sit(directory / "model", self.exam)
+                write_json(directory / "grades.json", grades)
+                if number > 0:
+                    first = json.loads((self._dir(0) / "grades.json").read_text())
+                    shared = [i for i in grades if i in first]
+                    record.vs_round0 = compare([grades[i] for i in shared], [first[i] for i in shared],
+                                               binary=True).to_dict()
+            record.wall_s[stage] = record.wall_s.get(stage, 0.0) + time.perf_counter() - started
+            record.done.append(stage)
+            self._save_round(record)
+        return True
+
+    # -- stages ------------------------------------------------------------------------------
+
+    def _baseline(self) -> dict[str, Any]:
+        """The untrained student on the exam (zero-shot), once per run directory."""
+        path = self.out / "baseline.json"
+        if path.exists():
+            return json.loads(path.read_text())
+        started = time.perf_counter()
+        summary, grades = self._sit(self.base, self.exam)
+        summary["wall_s"] = time.perf_counter() - started
+        write_json(self.out / "baseline-grades.json", grades)
+        write_json(path, summary)
+        return summary
+
+    def _sit(self, model_dir: Path, exam: Exam) -> tuple[dict[str, Any], dict[str, bool]]:
+        model = load_model(f"hf:{model_dir}")
+        try:
+            summary = sit(exam, model, self.store, console=self.console, progress=self.progress)
+            grades = {a.item_id: bool(g.correct) for a, g in self.store.answers(summary.run_id)}
+        finally:
+            model.close()
+        return ({"run_id": summary.run_id, "accuracy": summary.accuracy, "ci_low": summary.ci_low,
+                 "ci_high": summary.ci_high, "n": summary.n, "correct": summary.correct}, grades)
+
+    def _mine(self, model_dir: Path, data: list[Item]) -> list[Mined]:
+        """The training items the student gets wrong (seed items only, unless `mine: all`)."""
+        pool = data if self.config.mine == "all" else [i for i in data if "strategy" not in i.meta]
+        exam = Exam(name=self.seed.name if self.config.mine == "seed" else f"{self.seed.name}-all", items=pool,
+                    instructions=self.exam.instructions)
+        model = load_model(f"hf:{model_dir}")
+        try:
+            summary = sit(exam, model, self.store, console=self.console, progress=self.progress)
+            graded = self.store.answers(summary.run_id)
+        finally:
+            model.close()
+        items = {i.id: i for i in pool}
+        return [Mined(items[a.item_id], a.text) for a, g in graded if not g.correct]
+
+    def _read_mined(self, directory: Path, previous: Path) -> list[Mined]:
+        items = {i.id: i for i in read_items(previous / "data.jsonl")}
+        return [Mined(items[m["id"]], m["wrong"]) for m in json.loads((directory / "mined.json").read_text())]
+
+    def _write(self, mined: list[Mined], record: Round) -> list[Draft]:
+        """Every strategy's jobs, in batches, until the teacher budget is spent."""
+        config = self.config
+        jobs = [job for name in config.strategies
+                for job in STRATEGIES[name].jobs(mined, self.seed.items, config.per_item, config.show_wrong_answer)]
+        drafts: list[Draft] = []
+        calls, tokens = self.teacher.calls, self.teacher.tokens
+        size = self.teacher.model(config.teacher).batch_size
+        for begin in range(0, len(jobs), size):
+            if self.teacher.spent():
+                record.budget_hit = True
+                break
+            batch = jobs[begin:begin + size]
+            requests = [Request(messages=STRATEGIES[j.strategy].prompt(j), temperature=config.temperature,
+                                seed=job_seed(j, record.round), max_tokens=64 + 48 * j.k) for j in batch]
+            for job, text in zip(batch, self.teacher.ask(requests)):
+                drafts.extend(STRATEGIES[job.strategy].read(text, job))
+        record.generated = len(drafts)
+        record.teacher_calls += self.teacher.calls - calls
+        record.teacher_tokens += self.teacher.tokens - tokens
+        return drafts
+
+    def _filter(self, drafts: list[Draft], data: list[Item], record: Round) -> list[Item]:
+        """Dedupe and verify the drafts; returns the kept ones as items."""
+        config = self.config
+        explained = {i.meta["source"] for i in data if i.meta.get("rationale")}
+        for draft in drafts:
+            if draft.rationale and draft.reason is None and draft.source in explained:
+                draft.reason = "duplicate: item already explained"
+            explained.add(draft.source) if draft.rationale else None
+        record.deduped = dedupe(drafts, {i.id: i.input for i in data}, config.dedupe, config.dedupe_threshold)
+        record.deduped += sum(d.reason == "duplicate: item already explained" for d in drafts)
+        like = {i.id: i for i in data}
+        items = [(d, as_item(d, like[d.source], f"r{record.round}-{d.strategy}-{n}")) for n, d in enumerate(drafts)]
+        verifier = self.teacher.model(config.verifier or config.teacher)
+        shots = pick_fewshot(self.seed.items, config.verify_shots, seed=0)
+        calls, tokens = verify(items, verifier, self.store, config.verify, config.verify_samples, shots)
+        if (config.verifier or config.teacher) == config.teacher:
+            self.teacher.calls += calls
+            self.teacher.tokens += tokens
+            record.teacher_calls += calls
+            record.teacher_tokens += tokens
+        kept = [item for d, item in items if d.reason is None]
+        record.kept = len(kept)
+        record.rejected = len(drafts) - len(kept) - record.deduped
+        record.rejections = dict(Counter(_reason_kind(d.reason) for d in drafts if d.reason))
+        record.by_strategy = {name: {"generated": sum(d.strategy == name for d in drafts),
+                                     "kept": sum(d.strategy == name and d.reason is None for d in drafts)}
+                              for name in config.strategies}
+        return kept
+
+    # -- state -------------------------------------------------------------------------------
+
+    def _prompt_exam(self) -> Exam:
+        return Exam(name=self.exam.name, items=[], instructions=self.exam.instructions)
+
+    def _dir(self, number: int) -> Path:
+        return self.out / f"round-{number}"
+
+    def _load_round(self, number: int) -> Round:
+        path = self._dir(number) / "round.json"
+        if not path.exists():
+            return Round(round=number)
+        record = Round(**json.loads(path.read_text()))
+        self.teacher.calls += record.teacher_calls  # what earlier runs of this round already spent
+        self.teacher.tokens += record.teacher_tokens
+        return record
+
+    def _save_round(self, record: Round) -> None:
+        write_json(self._dir(record.round) / "round.json", record.to_dict())
+
+    def _save_state(self) -> None:
+        write_json(self.out / "state.json", {"config": json.loads(self.config.model_dump_json()),
+                                             "rounds": len(self.rounds), "stopped": self.stopped})
+
+    def report(self) -> dict[str, Any]:
+        """The run as one JSON-able dict: settings, the untrained student, every round, why it stopped."""
+        low, high = (wilson(self.baseline["correct"], self.baseline["n"]) if self.baseline else (None, None))
+        return {"config": json.loads(self.config.model_dump_json()), "baseline": self.baseline,
+                "baseline_ci": [low, high], "rounds": [r.to_dict() for r in self.rounds], "stopped": self.stopped,
+                "teacher_calls": self.teacher.calls, "teacher_tokens": self.teacher.tokens}
+
+
+def _reason_kind(reason: str) -> str:
+    """A rejection reason without its particulars, for counting ('duplicate of r1-3 (rouge 0.8)' -> 'duplicate')."""
+    for kind in ("duplicate", "verifier", "copies", "empty", "teacher labelled", "no answer", "no rationale",
+                 "rationale does not"):
+        if reason.startswith(kind):
+            return kind
+    return reason
+
+
+__all__ = ["Teach", "Round"]

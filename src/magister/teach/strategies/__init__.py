@@ -1,0 +1,12 @@
+"""Teaching strategies, one module each, looked up by name."""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+from magister.teach.strategies import explain, new, rephrase, similar
+from magister.teach.strategies.base import Draft, Job, Mined
+
+STRATEGIES: dict[str, ModuleType] = {m.name: m for m in (similar, rephrase, explain, new)}
+
+__all__ = ["STRATEGIES", "Draft", "Job", "Mined"]

@@ -1,0 +1,50 @@
+"""Keep a new example only if an independent answer agrees with the answer it was written for.
+
+The verifier (the teacher unless another model is named) sits each new example as an exam
+item, shown a few seed examples as worked examples, without seeing the intended answer:
+- `teacher`: one answer (constrained choice where the backend scores closed answer sets);
+- `majority`: `samples` sampled answers; kept when more than half are right.
+Rejections carry the verifier's answer, so the report can show what was thrown away and why.
+"""
+
+from __future__ import annotations
+
+from magister.cache import ask
+from magister.exams.prompt import build_request
+from magister.graders import auto
+from magister.models.base import Model
+from magister.sit import answer_from
+from magister.store import Store
+from magister.teach.strategies import Draft
+from magister.types import Exam, Item
+
+
+def verify(drafts: list[tuple[Draft, Item]], verifier: Model, store: Store, mode: str, samples: int,
+           shots: list[Item]) -> tuple[int, int]:
+    """Set `reason` on drafts the verifier disagrees with; returns (verifier calls, tokens)."""
+    todo = [(d, item) for d, item in drafts if d.reason is None]
+    if mode == "off" or not todo:
+        return 0, 0
+    exam = Exam(name="verify", items=[item for _, item in todo], fewshot=shots)
+    if mode == "teacher":
+        plans = [[build_request(item, exam, use_choices=verifier.supports_choices)] for _, item in todo]
+    else:
+        plans = [[build_request(item, exam, use_choices=False).model_copy(update={"temperature": 0.7, "seed": s})
+                  for s in range(1, samples + 1)] for _, item in todo]
+    flat = [r for plan in plans for r in plan]
+    calls = tokens = 0
+    completions = []
+    for begin in range(0, len(flat), verifier.batch_size):
+        keys, done, _ = ask(verifier, store, flat[begin:begin + verifier.batch_size])
+        completions.extend(zip(keys, done))
+        calls += len(done)
+        tokens += sum(c.prompt_tokens + c.completion_tokens for c in done)
+    position = 0
+    for (draft, item), plan in zip(todo, plans):
+        grades = [auto(item, answer_from(item, key, c)) for key, c in completions[position:position + len(plan)]]
+        position += len(plan)
+        right = sum(bool(g.correct) for g in grades)
+        if right * 2 <= len(grades):
+            said = ", ".join(sorted({str(g.extracted) for g in grades}))
+            draft.reason = f"verifier answered '{said}', intended '{item.reference}'"
+    return calls, tokens

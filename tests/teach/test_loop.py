@@ -1,0 +1,172 @@
+"""The loop's mechanics with the tiny in-code student and the scripted teacher: seconds per run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from magister.errors import ConfigError
+from magister.models.mock import MockModel
+from magister.store import Store
+from magister.teach import Teach, TeachConfig
+from magister.teach import loop as teach_loop
+from magister.teach import report as teach_report
+
+from helpers import scripted
+
+pytestmark = pytest.mark.hf
+
+
+def run(config: TeachConfig, teacher: MockModel | None = None, **kw) -> Teach:  # noqa: ANN003
+    teach = Teach(config, models={"mock:teacher": teacher or MockModel("mock:teacher", respond=scripted)},
+                  progress=False, **kw)
+    teach.run()
+    return teach
+
+
+def test_rounds_mine_write_filter_accumulate_and_report(config: TeachConfig) -> None:
+    teach = run(config)
+    rounds = teach.rounds
+    assert [r.round for r in rounds] == [0, 1, 2] and teach.stopped == "round limit (2)"
+    assert rounds[0].data == 8 and rounds[0].exam["n"] == 8 and rounds[0].vs_round0 is None
+    for before, r in zip(rounds, rounds[1:]):
+        assert r.done == list(teach_loop.STAGES)
+        assert r.mined == len(json.loads((config.out / f"round-{r.round}" / "mined.json").read_text()))
+        assert r.generated == r.deduped + r.rejected + r.kept
+        assert r.data == before.data + r.kept  # kept examples accumulate
+        assert set(r.by_strategy) == {"similar", "rephrase", "explain", "new"}
+        assert sum(s["kept"] for s in r.by_strategy.values()) == r.kept
+        assert r.vs_round0 is not None and r.vs_round0["test"] == "mcnemar-exact"
+        assert r.teacher_calls > 0 and r.teacher_tokens > 0
+        assert (config.out / f"round-{r.round}" / "model" / "config.json").exists()
+        assert (config.out / f"round-{r.round}" / "adapter" / "adapter_config.json").exists()
+    drafts = json.loads((config.out / "round-1" / "drafts.json").read_text())
+    assert {d["strategy"] for d in drafts} == {"similar", "rephrase", "explain", "new"}
+    assert any(d["reason"] and d["reason"].startswith("duplicate of") for d in drafts)
+    data = [json.loads(line) for line in (config.out / "round-1" / "data.jsonl").read_text().splitlines()]
+    assert any(d["meta"].get("rationale") for d in data)  # explain adds rationales
+    report = teach.report()
+    assert report["baseline"]["n"] == 8 and report["teacher_calls"] == sum(r.teacher_calls for r in rounds)
+    paths = teach_report.write(report, config.out)
+    assert paths["png"].read_bytes()[:4] == b"\x89PNG"
+    assert "Round 1" in paths["html"].read_text() and "data:image/png;base64" in paths["html"].read_text()
+    assert json.loads(paths["json"].read_text())["stopped"] == "round limit (2)"
+
+
+def test_the_trained_student_loads_with_the_hf_backend(config: TeachConfig) -> None:
+    from magister.models.base import load_model
+
+    config.rounds = 0
+    run(config)
+    model = load_model(f"hf:{config.out / 'round-0' / 'model'}")
+    assert model.supports_choices
+
+
+def test_a_spent_budget_stops_the_loop(config: TeachConfig) -> None:
+    config.budget.calls = 1
+    teach = run(config)
+    assert [r.round for r in teach.rounds] == [0, 1]
+    assert teach.rounds[1].budget_hit and teach.stopped == "teacher budget spent"
+    assert teach.rounds[1].teacher_calls <= 8 + teach.rounds[1].generated  # one batch of writing, then verifying
+
+
+def test_patience_stops_when_the_exam_score_stalls(config: TeachConfig, monkeypatch: pytest.MonkeyPatch) -> None:
+    config.patience, config.rounds = 1, 3
+
+    def flat(self: Teach, model_dir: Path, exam) -> tuple[dict, dict]:  # noqa: ANN001
+        return {"run_id": "x", "accuracy": 0.5, "ci_low": 0.2, "ci_high": 0.8, "n": 8, "correct": 4}, \
+            {i.id: n % 2 == 0 for n, i in enumerate(exam.items)}
+
+    monkeypatch.setattr(Teach, "_sit", flat)
+    teach = run(config)
+    assert [r.round for r in teach.rounds] == [0, 1]
+    assert teach.stopped == "no better exam score for 1 round(s)"
+
+
+def test_a_teacher_whose_examples_are_all_rejected_stops_the_loop(config: TeachConfig) -> None:
+    teach = run(config, MockModel("mock:teacher", respond=lambda r: "I cannot help with that."))
+    assert [r.round for r in teach.rounds] == [0] and teach.stopped == "no new example was kept"
+
+
+def test_mining_takes_seed_items_unless_told_to_take_all(config: TeachConfig,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    sat: list[list[str]] = []
+    real = teach_loop.sit
+
+    def spy(exam, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        sat.append([i.id for i in exam.items])
+        return real(exam, *args, **kwargs)
+
+    monkeypatch.setattr(teach_loop, "sit", spy)
+    run(config)
+    mined_exams = [ids for ids in sat if ids and ids[0].startswith("s")]
+    assert mined_exams and all(all(i.startswith("s") for i in ids) for ids in mined_exams)
+    sat.clear()
+    config.mine, config.out = "all", config.out.with_name("all")
+    run(config)
+    assert any(i.startswith("r1-") for ids in sat for i in ids)
+
+
+def test_an_existing_run_needs_resume_and_the_same_config(config: TeachConfig) -> None:
+    config.rounds = 0
+    run(config)
+    with pytest.raises(ConfigError, match="--resume"):
+        Teach(config)
+    config.per_item = 3
+    with pytest.raises(ConfigError, match="another configuration"):
+        Teach(config, resume=True)
+
+
+STAGE_FUNCTIONS = {"mine": "_mine", "write": "_write", "filter": "_filter", "exam": "_sit"}
+
+
+@pytest.mark.parametrize("stage", ["mine", "write", "filter", "train", "exam"])
+def test_resume_after_a_kill_repeats_no_finished_work(stage: str, config: TeachConfig, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    config.rounds = 1
+    trained: list[str] = []
+    real_train = teach_loop.train
+
+    def counting_train(base, items, exam, cfg, out, **kw):  # noqa: ANN001, ANN003, ANN202
+        trained.append(out.name)
+        return real_train(base, items, exam, cfg, out, **kw)
+
+    monkeypatch.setattr(teach_loop, "train", counting_train)
+    clean_teacher = MockModel("mock:teacher", respond=scripted)
+    clean = run(config.model_copy(update={"out": tmp_path / "clean"}), clean_teacher,
+                store=Store(tmp_path / "clean.db"))
+    clean_trainings = list(trained)
+    trained.clear()
+
+    store_path = tmp_path / "killed.db"
+    teacher = MockModel("mock:teacher", respond=scripted)
+    killed_in_round_1 = {"done": False}
+    if stage == "train":
+        def kill_train(base, items, exam, cfg, out, **kw):  # noqa: ANN001, ANN003, ANN202
+            if out.name == "round-1" and not killed_in_round_1["done"]:
+                killed_in_round_1["done"] = True
+                raise KeyboardInterrupt
+            return counting_train(base, items, exam, cfg, out, **kw)
+        monkeypatch.setattr(teach_loop, "train", kill_train)
+    else:
+        name = STAGE_FUNCTIONS[stage]
+        real = getattr(Teach, name)
+
+        def kill(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+            if len(self.rounds) == 1 and not killed_in_round_1["done"]:  # in round 1
+                killed_in_round_1["done"] = True
+                raise KeyboardInterrupt
+            return real(self, *args, **kwargs)
+        monkeypatch.setattr(Teach, name, kill)
+
+    with pytest.raises(KeyboardInterrupt):
+        run(config, teacher, store=Store(store_path))
+    assert killed_in_round_1["done"]
+    resumed = run(config, teacher, resume=True, store=Store(store_path))
+    assert trained == clean_trainings  # round 0 and round 1 trained once each
+    assert teacher.calls == clean_teacher.calls  # no teacher call repeated
+    assert [r.exam["accuracy"] for r in resumed.rounds] == [r.exam["accuracy"] for r in clean.rounds]
+    assert [r.kept for r in resumed.rounds] == [r.kept for r in clean.rounds]
+    assert resumed.report()["teacher_calls"] == clean.report()["teacher_calls"]
