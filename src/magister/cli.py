@@ -503,7 +503,7 @@ def teach(
     if as_json:
         print(json.dumps(report, default=str))
         return
-    out.print(teach_report.table(report))
+    out.print(teach_report.table(report), width=max(out.width, 120))
     out.print(f"Report: {paths['html']} · learning curve: {paths['png']} · JSON: {paths['json']}")
 
 

@@ -69,7 +69,9 @@ def test_a_spent_budget_stops_the_loop(config: TeachConfig) -> None:
     teach = run(config)
     assert [r.round for r in teach.rounds] == [0, 1]
     assert teach.rounds[1].budget_hit and teach.stopped == "teacher budget spent"
-    assert teach.rounds[1].teacher_calls <= 8 + teach.rounds[1].generated  # one batch of writing, then verifying
+    record = teach.rounds[1]
+    assert record.verifier is not None  # one batch of writing, the verifier's check, then verifying:
+    assert record.teacher_calls <= 8 + record.verifier["calls"] + record.generated
 
 
 def test_patience_stops_when_the_exam_score_stalls(config: TeachConfig, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -88,6 +90,17 @@ def test_patience_stops_when_the_exam_score_stalls(config: TeachConfig, monkeypa
 def test_a_teacher_whose_examples_are_all_rejected_stops_the_loop(config: TeachConfig) -> None:
     teach = run(config, MockModel("mock:teacher", respond=lambda r: "I cannot help with that."))
     assert [r.round for r in teach.rounds] == [0] and teach.stopped == "no new example was kept"
+
+
+def test_an_untrusted_verifier_is_checked_and_not_used(config: TeachConfig) -> None:
+    config.rounds, config.verifier = 1, "mock:first"  # always the first label: no better than the majority
+    teach = Teach(config, models={"mock:teacher": MockModel("mock:teacher", respond=scripted),
+                                  "mock:first": MockModel("mock:first")}, progress=False)
+    teach.run()
+    record = teach.rounds[1]
+    assert record.verifier is not None and not record.verifier["trusted"]
+    assert "verifier" not in record.rejections and record.kept > 0
+    assert "not trusted" in str(teach_report.table(teach.report()).caption)
 
 
 def test_mining_takes_seed_items_unless_told_to_take_all(config: TeachConfig,

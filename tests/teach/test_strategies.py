@@ -29,6 +29,14 @@ def test_similar_reads_inputs_and_keeps_the_label() -> None:
                                                                    ("good meal", "positive", None)]  # k=2
 
 
+def test_an_answer_on_the_input_line_is_not_part_of_the_input() -> None:
+    job = STRATEGIES["similar"].jobs([mined()], [], 2, True)[0]
+    drafts = STRATEGIES["similar"].read("Input: great meal Correct answer: positive\nInput: dull film label: negative",
+                                        job)
+    assert [(d.input, d.reason) for d in drafts] == [
+        ("great meal", None), ("dull film", "teacher labelled it 'negative', asked for 'positive'")]
+
+
 def test_similar_rejects_copies_empty_inputs_and_other_labels() -> None:
     job = STRATEGIES["similar"].jobs([mined()], [], 3, True)[0]
     drafts = STRATEGIES["similar"].read("Input: nice film\nInput:\nInput: bad film\nAnswer: negative", job)

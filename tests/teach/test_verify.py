@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
 from magister.models.mock import MockModel
 from magister.teach.strategies import Draft
 from magister.teach.strategies.base import as_item
-from magister.teach.verify import verify
+from magister.teach.verify import check, verify
 from magister.types import Item, Kind, Request
 
 LIKE = Item(id="s1", input="seed", reference="positive", kind=Kind.classification, labels=["negative", "positive"])
@@ -58,3 +60,17 @@ def test_off_and_already_rejected_cost_nothing(store) -> None:  # noqa: ANN001
     assert verify(drafts, model, store, "off", 3, []) == (0, 0) and drafts[0][0].reason is None
     drafts[0][0].reason = "empty input"
     assert verify(drafts, model, store, "teacher", 3, []) == (0, 0) and model.calls == 0
+
+
+def seed_items(n: int = 30) -> list[Item]:
+    return [Item(id=f"s{i}", input=("good film" if i % 3 else "dull film"), reference=("positive" if i % 3 else
+            "negative"), kind=Kind.classification, labels=["negative", "positive"]) for i in range(n)]
+
+
+def test_a_verifier_is_trusted_only_if_it_beats_the_most_common_answer(store) -> None:  # noqa: ANN001
+    good = check(MockModel("mock:v", respond=keyword), store, seed_items(), [])
+    assert good.n == 30 and good.accuracy == 1.0 and good.majority == pytest.approx(20 / 30) and good.trusted
+    constant = check(MockModel("mock:last"), store, seed_items(), [])  # always 'positive': the majority rate
+    assert constant.accuracy == pytest.approx(20 / 30) and not constant.trusted
+    shown = check(MockModel("mock:v", respond=keyword), store, seed_items(), seed_items()[:10])
+    assert shown.n == 20  # worked examples are not used to check the verifier

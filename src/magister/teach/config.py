@@ -78,6 +78,8 @@ class TeachConfig(BaseModel):
     verify: Literal["off", "teacher", "majority"] = "teacher"
     verify_samples: int = Field(3, ge=1, description="Samples for `verify: majority`.")
     verify_shots: int = Field(12, ge=0, description="Seed examples shown to the verifier as worked examples.")
+    verify_check: bool = Field(True, description="Trust the verifier only if it beats the most common answer on "
+                                                 "seed items it was not shown.")
     retrain: Literal["base", "continue"] = Field("base", description="Each round from the base model, or from "
                                                                      "the last round's student.")
     patience: int | None = Field(None, ge=1, description="Stop after this many rounds without a better exam score.")

@@ -38,7 +38,7 @@ from magister.teach.dedupe import dedupe
 from magister.teach.strategies import STRATEGIES, Draft, Mined
 from magister.teach.strategies.base import as_item, job_seed
 from magister.teach.train import base_model_dir, train
-from magister.teach.verify import verify
+from magister.teach.verify import Check, check, verify
 from magister.types import Exam, Item, Request
 
 STAGES = ("mine", "write", "filter", "train", "exam")
@@ -64,6 +64,7 @@ class Round:
     train: dict[str, Any] = field(default_factory=dict)
     exam: dict[str, Any] = field(default_factory=dict)  # run_id, accuracy, ci_low, ci_high, n, correct
     vs_round0: dict[str, Any] | None = None
+    verifier: dict[str, Any] | None = None  # the verifier's check on seed items: trusted or not
     wall_s: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -150,10 +151,10 @@ class Teach:
         if len(kinds) > 1:
             raise ConfigError(f"seed and exam mix item kinds ({', '.join(sorted(k.value for k in kinds))}); "
                               "teach needs one kind")
-        seed_labels = {tuple(i.labels or ()) for i in self.seed.items}
-        exam_labels = {tuple(i.labels or ()) for i in self.exam.items}
-        if seed_labels != exam_labels and any(seed_labels | exam_labels):
-            raise ConfigError("the seed set and the exam have different label sets; give both the same labels")
+        labels = sorted({label for i in self.seed.items + self.exam.items for label in i.labels or ()})
+        if labels:  # one label set for both, even when a slice of either lacks a label
+            for exam in (self.seed, self.exam):
+                exam.items = [i.model_copy(update={"labels": labels}) for i in exam.items]
         wanted = set(self.config.strategies)
         if self.exam.items[0].kind.value == "multiple_choice" and wanted & {"similar", "new"}:
             raise ConfigError("strategies 'similar' and 'new' cannot write multiple-choice options yet; "
@@ -319,7 +320,15 @@ class Teach:
         items = [(d, as_item(d, like[d.source], f"r{record.round}-{d.strategy}-{n}")) for n, d in enumerate(drafts)]
         verifier = self.teacher.model(config.verifier or config.teacher)
         shots = pick_fewshot(self.seed.items, config.verify_shots, seed=0)
-        calls, tokens = verify(items, verifier, self.store, config.verify, config.verify_samples, shots)
+        mode = config.verify
+        calls = tokens = 0
+        if mode != "off" and config.verify_check:
+            trial = self._verifier_check(verifier, shots)
+            record.verifier = trial.to_dict()
+            calls, tokens = (trial.calls, trial.tokens) if record.round == 1 else (0, 0)
+            mode = mode if trial.trusted else "off"
+        more_calls, more_tokens = verify(items, verifier, self.store, mode, config.verify_samples, shots)
+        calls, tokens = calls + more_calls, tokens + more_tokens
         if (config.verifier or config.teacher) == config.teacher:
             self.teacher.calls += calls
             self.teacher.tokens += tokens
@@ -333,6 +342,10 @@ class Teach:
                                      "kept": sum(d.strategy == name and d.reason is None for d in drafts)}
                               for name in config.strategies}
         return kept
+
+    def _verifier_check(self, verifier: Model, shots: list[Item]) -> Check:
+        """The verifier on seed items it was not shown, once per run (cached calls cost nothing again)."""
+        return check(verifier, self.store, self.seed.items, shots)
 
     # -- state -------------------------------------------------------------------------------
 

@@ -25,29 +25,41 @@ def _row_cells(row: dict[str, Any]) -> list[str]:
     delta = "-" if not change else f"{change['diff']:+.1%} (p={change['p_value']:.3g})"
     wall = row.get("wall_s", {})
     return [str(row["round"]), f"{_pct(exam['accuracy'])} [{_pct(exam['ci_low'])}-{_pct(exam['ci_high'])}]", delta,
-            str(row["mined"]), str(row["generated"]), str(row["deduped"]), str(row["rejected"]), str(row["kept"]),
+            f"{row['mined']}/{row['generated']}/{row['deduped']}/{row['rejected']}/{row['kept']}",
             str(row["data"]), str(row["teacher_tokens"]),
             " ".join(f"{k[0]}{v:.0f}" for k, v in wall.items() if v >= 0.5) or "-"]
 
 
-HEADERS = ["round", "accuracy [95% CI]", "vs round 0 (p)", "mined", "written", "dup", "rejected", "kept", "data",
-           "teacher tok", "wall time"]
+HEADERS = ["round", "accuracy [95% CI]", "vs round 0 (p)", "mined/written/dup/rejected/kept", "data",
+           "teacher tokens", "wall s"]
 
 
 def table(report: dict[str, Any]) -> Table:
     title = f"teach: {report['config']['student']} taught by {report['config']['teacher']}"
-    out = Table(title=title, caption=f"stopped: {report['stopped']}. Wall time in seconds per stage: m(ine), "
-                "w(rite), f(ilter: dedupe and verify), t(rain), e(xam). 'vs round 0' is McNemar's exact test.")
+    out = Table(title=title, caption=f"stopped: {report['stopped']}. {verifier_note(report)}Wall time in seconds per "
+                "stage: m(ine), w(rite), f(ilter: dedupe and verify), t(rain), e(xam). 'vs round 0' is McNemar's "
+                "exact test.")
     for header in HEADERS:
         out.add_column(header, justify="left" if header in ("round", "wall time") else "right")
     base = report.get("baseline")
     if base:
         low, high = report["baseline_ci"]
-        out.add_row("base", f"{_pct(base['accuracy'])} [{_pct(low)}-{_pct(high)}]", *["-"] * 8,
+        out.add_row("base", f"{_pct(base['accuracy'])} [{_pct(low)}-{_pct(high)}]", *["-"] * 4,
                     f"e{base.get('wall_s', 0):.0f}")
     for row in report["rounds"]:
         out.add_row(*_row_cells(row))
     return out
+
+
+def verifier_note(report: dict[str, Any]) -> str:
+    """One sentence on the verifier's check, when it was checked."""
+    checked = [r["verifier"] for r in report["rounds"] if r.get("verifier")]
+    if not checked:
+        return ""
+    v = checked[0]
+    verdict = "trusted" if v["trusted"] else "not trusted, so new examples were not verified"
+    return (f"Verifier: {v['accuracy']:.0%} right on {v['n']} seed items (95% lower bound {v['ci_low']:.0%}; the most "
+            f"common answer gets {v['majority']:.0%}): {verdict}. ")
 
 
 def curve_png(report: dict[str, Any]) -> bytes:
@@ -84,7 +96,7 @@ def html_page(report: dict[str, Any], png: bytes, samples: dict[int, list[dict[s
                    for r in report["rounds"])
     parts = [f"<h1>{html.escape(table(report).title or 'teach')}</h1>",
              f"<p>Stopped: {html.escape(str(report['stopped']))}. Teacher: {report['teacher_calls']} calls, "
-             f"{report['teacher_tokens']} tokens.</p>",
+             f"{report['teacher_tokens']} tokens. {html.escape(verifier_note(report))}</p>",
              f'<img alt="learning curve" src="data:image/png;base64,{base64.b64encode(png).decode()}">',
              f"<table><tr>{head}</tr>{body}</table>"]
     for number, drafts in samples.items():

@@ -5,6 +5,11 @@ item, shown a few seed examples as worked examples, without seeing the intended 
 - `teacher`: one answer (constrained choice where the backend scores closed answer sets);
 - `majority`: `samples` sampled answers; kept when more than half are right.
 Rejections carry the verifier's answer, so the report can show what was thrown away and why.
+
+Before it is trusted, the verifier sits labelled seed items it was not shown (`check`): a
+verifier no better than always giving the most common answer would only throw away examples
+at random (the embedded 135M model, asked to classify, mostly repeats the first label), so
+its verdicts are then not used, and the report says so.
 """
 
 from __future__ import annotations
@@ -15,6 +20,11 @@ from magister.graders import auto
 from magister.models.base import Model
 from magister.sit import answer_from
 from magister.store import Store
+from collections import Counter
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from magister.stats import wilson
 from magister.teach.strategies import Draft
 from magister.types import Exam, Item
 
@@ -48,3 +58,35 @@ def verify(drafts: list[tuple[Draft, Item]], verifier: Model, store: Store, mode
             said = ", ".join(sorted({str(g.extracted) for g in grades}))
             draft.reason = f"verifier answered '{said}', intended '{item.reference}'"
     return calls, tokens
+
+
+@dataclass(frozen=True)
+class Check:
+    """How the verifier did on labelled seed items, against always giving the most common answer."""
+
+    n: int
+    correct: int
+    accuracy: float
+    ci_low: float
+    majority: float
+    trusted: bool
+    calls: int
+    tokens: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def check(verifier: Model, store: Store, seed: list[Item], shots: list[Item], limit: int = 60) -> Check:
+    """The verifier answers up to `limit` seed items not among its worked examples; trusted when the
+    95% lower bound of its accuracy beats the most-common-answer rate."""
+    shown = {s.id for s in shots}
+    items = [i for i in seed if i.id not in shown][:limit]
+    drafts = [(Draft(input=i.input, reference=i.reference, strategy="check", source=i.id), i) for i in items]
+    calls, tokens = verify(drafts, verifier, store, "teacher", 1, shots)
+    correct = sum(d.reason is None for d, _ in drafts)
+    n = max(len(items), 1)
+    majority = max(Counter(i.reference for i in items).values(), default=0) / n
+    low, _ = wilson(correct, n)
+    return Check(n=len(items), correct=correct, accuracy=correct / n, ci_low=low, majority=majority,
+                 trusted=low > majority, calls=calls, tokens=tokens)

@@ -88,6 +88,7 @@ def fixed_answer(item: Item) -> bool:
     return item.kind is Kind.classification
 
 
+INLINE_ANSWER = re.compile(r"\s*(?:correct )?(?:answer|label)\s*:\s*(.*)$", re.I)
 FIELD = re.compile(r"^\s*(?:\d+[.)]\s*)?(?:\*\*)?(input|question|answer|label)(?:\*\*)?\s*[:\-]\s*(.*)$", re.I)
 
 
@@ -114,7 +115,11 @@ def read_blocks(text: str, job: Job) -> list[Draft]:
         key = "input" if match.group(1).lower() in ("input", "question") else "answer"
         if key == "input" and "input" in current:
             flush()
-        current[key] = match.group(2)
+        value = match.group(2)
+        inline = INLINE_ANSWER.search(value) if key == "input" else None
+        if inline:  # "Input: ... Correct answer: x" on one line: the answer is not part of the input
+            value, current["answer"] = value[:inline.start()], inline.group(1)
+        current[key] = value
     flush()
     for draft in drafts:
         if not draft.input:
