@@ -25,7 +25,7 @@ def test_teach_cli_runs_reports_and_resumes(task: tuple[Path, Path], tiny_studen
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     # mock:echo repeats the prompt, so every rephrasing copies the mined item: nothing new is kept
-    assert [r["round"] for r in report["rounds"]] == [0]
+    assert [r["round"] for r in report["rounds"]] == [0, 1] and report["rounds"][1]["kept"] == 0
     assert report["stopped"] == "no new example was kept" and report["config"]["teacher"] == "mock:echo"
     assert (out / "report.json").exists() and (out / "curve.png").exists() and (out / "report.html").exists()
     again = runner.invoke(app, args)

@@ -89,7 +89,12 @@ def test_patience_stops_when_the_exam_score_stalls(config: TeachConfig, monkeypa
 
 def test_a_teacher_whose_examples_are_all_rejected_stops_the_loop(config: TeachConfig) -> None:
     teach = run(config, MockModel("mock:teacher", respond=lambda r: "I cannot help with that."))
-    assert [r.round for r in teach.rounds] == [0] and teach.stopped == "no new example was kept"
+    assert [r.round for r in teach.rounds] == [0, 1] and teach.stopped == "no new example was kept"
+    stopped = teach.rounds[1]
+    assert stopped.mined > 0 and stopped.kept == 0 and stopped.teacher_calls > 0 and not stopped.exam
+    assert teach.final() is teach.rounds[0]
+    assert "not trained" in teach_report._row_cells(teach.report()["rounds"][1])[1]
+    assert teach_report.write(teach.report(), config.out)["png"].exists()
 
 
 def test_an_untrusted_verifier_is_checked_and_not_used(config: TeachConfig) -> None:

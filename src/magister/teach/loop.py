@@ -175,6 +175,7 @@ class Teach:
                     self.stopped = "teacher budget spent"
                     break
                 if not self._round(record):
+                    self.rounds.append(record)  # what it mined, wrote and rejected still counts
                     break
                 self.rounds.append(record)
                 self._save_state()
@@ -370,6 +371,10 @@ class Teach:
     def _save_state(self) -> None:
         write_json(self.out / "state.json", {"config": json.loads(self.config.model_dump_json()),
                                              "rounds": len(self.rounds), "stopped": self.stopped})
+
+    def final(self) -> Round:
+        """The last round whose student sat the exam (a round that kept nothing trains no student)."""
+        return [r for r in self.rounds if r.exam][-1]
 
     def report(self) -> dict[str, Any]:
         """The run as one JSON-able dict: settings, the untrained student, every round, why it stopped."""

@@ -24,7 +24,8 @@ def _row_cells(row: dict[str, Any]) -> list[str]:
     change = row.get("vs_round0")
     delta = "-" if not change else f"{change['diff']:+.1%} (p={change['p_value']:.3g})"
     wall = row.get("wall_s", {})
-    return [str(row["round"]), f"{_pct(exam['accuracy'])} [{_pct(exam['ci_low'])}-{_pct(exam['ci_high'])}]", delta,
+    score = f"{_pct(exam['accuracy'])} [{_pct(exam['ci_low'])}-{_pct(exam['ci_high'])}]" if exam else "not trained"
+    return [str(row["round"]), score, delta,
             f"{row['mined']}/{row['generated']}/{row['deduped']}/{row['rejected']}/{row['kept']}",
             str(row["data"]), str(row["teacher_tokens"]),
             " ".join(f"{k[0]}{v:.0f}" for k, v in wall.items() if v >= 0.5) or "-"]
@@ -69,7 +70,7 @@ def curve_png(report: dict[str, Any]) -> bytes:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rounds = report["rounds"]
+    rounds = [r for r in report["rounds"] if r["exam"]]
     xs = [r["round"] for r in rounds]
     ys = [r["exam"]["accuracy"] for r in rounds]
     errors = [[y - r["exam"]["ci_low"] for y, r in zip(ys, rounds)], [r["exam"]["ci_high"] - y for y, r in zip(ys, rounds)]]

@@ -89,4 +89,4 @@ def check(verifier: Model, store: Store, seed: list[Item], shots: list[Item], li
     majority = max(Counter(i.reference for i in items).values(), default=0) / n
     low, _ = wilson(correct, n)
     return Check(n=len(items), correct=correct, accuracy=correct / n, ci_low=low, majority=majority,
-                 trusted=low > majority, calls=calls, tokens=tokens)
+                 trusted=bool(low > majority), calls=calls, tokens=tokens)
