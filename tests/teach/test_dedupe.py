@@ -31,8 +31,9 @@ def test_threshold_and_off() -> None:
     assert dedupe([draft("same")], {"s1": "same"}, "off", 0.5) == 0
 
 
-def test_rationales_and_rejected_drafts_are_left_alone() -> None:
-    drafts = [draft("same text", rationale="because"), draft("same text")]
+def test_rationales_replays_and_rejected_drafts_are_left_alone() -> None:
+    drafts = [draft("same text", rationale="because"), draft("same text"), draft("same text")]
     drafts[1].reason = "empty input"
+    drafts[2].replay = True
     assert dedupe(drafts, {"s1": "same text"}, "rouge", 0.7) == 0
-    assert drafts[0].reason is None and drafts[1].reason == "empty input"
+    assert drafts[0].reason is None and drafts[1].reason == "empty input" and drafts[2].reason is None

@@ -97,6 +97,19 @@ def test_a_teacher_whose_examples_are_all_rejected_stops_the_loop(config: TeachC
     assert teach_report.write(teach.report(), config.out)["png"].exists()
 
 
+def test_replay_needs_no_teacher_and_weighs_missed_items_more(config: TeachConfig) -> None:
+    config.strategies, config.rounds = ["replay"], 1
+    silent = MockModel("mock:teacher", respond=lambda r: "I cannot help with that.")
+    teach = run(config, silent)
+    record = teach.rounds[1]
+    assert record.mined > 0 and record.kept == record.mined == record.by_strategy["replay"]["kept"]
+    assert record.teacher_calls == 0 and silent.calls == 0 and record.exam
+    data = [json.loads(line) for line in (config.out / "round-1" / "data.jsonl").read_text().splitlines()]
+    mined = {m["id"] for m in json.loads((config.out / "round-1" / "mined.json").read_text())}
+    copies = [d for d in data if d["meta"].get("strategy") == "replay"]
+    assert sorted(d["meta"]["source"] for d in copies) == sorted(mined)
+
+
 def test_an_untrusted_verifier_is_checked_and_not_used(config: TeachConfig) -> None:
     config.rounds, config.verifier = 1, "mock:first"  # always the first label: no better than the majority
     teach = Teach(config, models={"mock:teacher": MockModel("mock:teacher", respond=scripted),

@@ -77,3 +77,11 @@ def test_new_shows_seed_examples_of_the_missed_label() -> None:
     prompt = STRATEGIES["new"].prompt(job)[1].content
     assert "nice film" not in prompt and "great" in prompt
     assert STRATEGIES["new"].read("Input: nice film", job)[0].reason is None  # not shown, so not a copy
+
+
+def test_replay_copies_each_missed_item_without_the_teacher() -> None:
+    replay = STRATEGIES["replay"]
+    assert replay.teacher is False
+    drafts = replay.drafts([mined(), mined("Paris", Kind.free_form)])
+    assert [(d.input, d.reference, d.source, d.replay, d.reason) for d in drafts] == [
+        ("nice film", "positive", "s1", True, None), ("nice film", "Paris", "s1", True, None)]

@@ -60,6 +60,9 @@ def test_off_and_already_rejected_cost_nothing(store) -> None:  # noqa: ANN001
     assert verify(drafts, model, store, "off", 3, []) == (0, 0) and drafts[0][0].reason is None
     drafts[0][0].reason = "empty input"
     assert verify(drafts, model, store, "teacher", 3, []) == (0, 0) and model.calls == 0
+    replayed = pairs("dull film")  # a replayed seed item carries a human label: never verified
+    replayed[0][0].replay = True
+    assert verify(replayed, model, store, "teacher", 3, []) == (0, 0) and replayed[0][0].reason is None
 
 
 def seed_items(n: int = 30) -> list[Item]:

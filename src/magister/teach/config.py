@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from magister.errors import ConfigError, DataError
 
-STRATEGIES = ("similar", "rephrase", "explain", "new")
+STRATEGIES = ("similar", "rephrase", "explain", "new", "replay")
 
 
 class Fields(BaseModel):
@@ -69,7 +69,7 @@ class TeachConfig(BaseModel):
     student: str = Field("smollm2", description="'smollm2' (the embedded GGUF), a GGUF file or a model directory.")
     verifier: str | None = Field(None, description="Model that checks new examples; default the teacher.")
     rounds: int = Field(3, ge=0)
-    strategies: list[Literal["similar", "rephrase", "explain", "new"]] = Field(default_factory=lambda: ["similar"])
+    strategies: list[Literal["similar", "rephrase", "explain", "new", "replay"]] = Field(default_factory=lambda: ["similar"])
     per_item: int = Field(2, ge=1, le=10, description="New examples the teacher writes per mined item.")
     show_wrong_answer: bool = Field(True, description="Show the teacher the student's wrong answer.")
     mine: Literal["seed", "all"] = Field("seed", description="Mine only seed items (LLM2LLM) or also synthetic ones.")

@@ -1,7 +1,8 @@
 """Drop new examples too close to any example already held: ROUGE-L (as Self-Instruct) or embeddings.
 
-Every draft (but a rationale for an existing item, from `explain`) is compared with all data so far (seed, earlier rounds, and the drafts of this
-round already kept), and rejected with the nearest example's id and similarity.
+Every draft (but a rationale for an existing item, from `explain`, and a `replay` copy) is compared
+with all data so far (seed, earlier rounds, and the drafts of this round already kept), and
+rejected with the nearest example's id and similarity.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def dedupe(drafts: list[Draft], existing: dict[str, str], method: str, threshold
     ids, texts = list(existing), list(existing.values())
     marked = 0
     for number, draft in enumerate(drafts):
-        if draft.reason is not None or draft.rationale:  # a rationale re-uses its item's input on purpose
+        if draft.reason is not None or draft.rationale or draft.replay:  # these re-use their item's input on purpose
             continue
         if texts:
             scores = similarity(draft.input, texts)

@@ -288,9 +288,10 @@ class Teach:
     def _write(self, mined: list[Mined], record: Round) -> list[Draft]:
         """Every strategy's jobs, in batches, until the teacher budget is spent."""
         config = self.config
-        jobs = [job for name in config.strategies
-                for job in STRATEGIES[name].jobs(mined, self.seed.items, config.per_item, config.show_wrong_answer)]
-        drafts: list[Draft] = []
+        modules = [STRATEGIES[name] for name in config.strategies]
+        drafts: list[Draft] = [d for m in modules if not getattr(m, "teacher", True) for d in m.drafts(mined)]
+        jobs = [job for m in modules if getattr(m, "teacher", True)
+                for job in m.jobs(mined, self.seed.items, config.per_item, config.show_wrong_answer)]
         calls, tokens = self.teacher.calls, self.teacher.tokens
         size = self.teacher.model(config.teacher).batch_size
         for begin in range(0, len(jobs), size):
@@ -323,7 +324,8 @@ class Teach:
         shots = pick_fewshot(self.seed.items, config.verify_shots, seed=0)
         mode = config.verify
         calls = tokens = 0
-        if mode != "off" and config.verify_check:
+        needed = any(d.reason is None and not d.replay for d, _ in items)
+        if mode != "off" and config.verify_check and needed:  # replays alone need no verifier
             trial = self._verifier_check(verifier, shots)
             record.verifier = trial.to_dict()
             calls, tokens = (trial.calls, trial.tokens) if record.round == 1 else (0, 0)

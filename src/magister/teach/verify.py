@@ -32,7 +32,7 @@ from magister.types import Exam, Item
 def verify(drafts: list[tuple[Draft, Item]], verifier: Model, store: Store, mode: str, samples: int,
            shots: list[Item]) -> tuple[int, int]:
     """Set `reason` on drafts the verifier disagrees with; returns (verifier calls, tokens)."""
-    todo = [(d, item) for d, item in drafts if d.reason is None]
+    todo = [(d, item) for d, item in drafts if d.reason is None and not d.replay]
     if mode == "off" or not todo:
         return 0, 0
     exam = Exam(name="verify", items=[item for _, item in todo], fewshot=shots)

@@ -49,10 +49,13 @@ class Draft:
     source: str
     rationale: str | None = None
     reason: str | None = None
+    replay: bool = False  # a copy of a labelled seed item (`replay`): not deduped, not verified
     extra: dict[str, object] = field(default_factory=dict)
 
 
 class Strategy(Protocol):
+    """A strategy module: `teacher = False` modules give `drafts(mined)` without any call instead."""
+
     name: str
 
     def jobs(self, mined: list[Mined], seed: list[Item], k: int, show_wrong: bool) -> list[Job]: ...
