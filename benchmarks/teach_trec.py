@@ -7,8 +7,9 @@ labels). One run, on the same seed and exam:
   (a) zero_shot  the untrained student
   (b) seed_only  LoRA fine-tuned on the seed alone (round 0)
   (c) llm2llm    vanilla LLM2LLM: `similar` only, the wrong answer not shown, no dedupe, no verification
-  (d) magister   the full loop: similar + rephrase + explain + new, the wrong answer shown,
-                 ROUGE-L dedupe, verification by the teacher (12 seed examples as worked examples)
+  (d) magister   the full loop: similar + rephrase + explain + new + replay, the wrong answer
+                 shown, ROUGE-L dedupe, verification by the teacher (12 seed examples as worked
+                 examples, trusted only if it beats the most common label on seed items)
 
 (c) and (d) start from the same round 0 (b), run the same number of rounds, and are scored on
 their last trained round (no selection on the exam). Paired McNemar tests: (d) vs (b), (d) vs (c).
@@ -112,7 +113,7 @@ def main() -> None:
 
     llm2llm = arm("llm2llm", base, work, store, strategies=["similar"], show_wrong_answer=False, dedupe="off",
                   verify="off")
-    magister = arm("magister", base, work, store, strategies=["similar", "rephrase", "explain", "new"],
+    magister = arm("magister", base, work, store, strategies=["similar", "rephrase", "explain", "new", "replay"],
                    show_wrong_answer=True, dedupe="rouge", verify="teacher")
 
     zero = llm2llm.baseline or {}
