@@ -453,7 +453,7 @@ def teach(
     student: Annotated[Optional[str], _opt("'smollm2', a GGUF file or a transformers model directory.")] = None,
     verifier: Annotated[Optional[str], _opt("Model that verifies new examples (default: the teacher).")] = None,
     rounds: Annotated[Optional[int], _opt("Teaching rounds after round 0.")] = None,
-    strategies: Annotated[Optional[str], _opt("Comma-separated: similar, rephrase, explain, new.")] = None,
+    strategies: Annotated[Optional[str], _opt("Comma-separated: similar, rephrase, explain, new, replay.")] = None,
     per_item: Annotated[Optional[int], _opt("New examples per mined item.")] = None,
     show_wrong_answer: Annotated[Optional[bool], _opt("Show the teacher the student's wrong answer.",
                                                       "--show-wrong-answer/--hide-wrong-answer")] = None,
