@@ -14,7 +14,7 @@ labels). One run, on the same seed and exam:
 (c) and (d) start from the same round 0 (b), run the same number of rounds, and are scored on
 their last trained round (no selection on the exam). Paired McNemar tests: (d) vs (b), (d) vs (c).
 
-    python benchmarks/teach_trec.py                       # about 40 minutes on 2 CPU cores
+    python benchmarks/teach_trec.py                       # about 30 minutes on 2 CPU cores
     python benchmarks/teach_trec.py --teacher openai-compatible:http://127.0.0.1:8000/v1#qwen
     python benchmarks/teach_trec.py --exam-limit 100 --rounds 1      # a smoke run
 """

@@ -328,7 +328,8 @@ class Teach:
         if mode != "off" and config.verify_check and needed:  # replays alone need no verifier
             trial = self._verifier_check(verifier, shots)
             record.verifier = trial.to_dict()
-            calls, tokens = (trial.calls, trial.tokens) if record.round == 1 else (0, 0)
+            first = not any(r.verifier for r in self.rounds)  # later checks repeat the same (cached) calls
+            calls, tokens = (trial.calls, trial.tokens) if first else (0, 0)
             mode = mode if trial.trusted else "off"
         more_calls, more_tokens = verify(items, verifier, self.store, mode, config.verify_samples, shots)
         calls, tokens = calls + more_calls, tokens + more_tokens
