@@ -472,6 +472,8 @@ def teach(
     lora_r: Annotated[Optional[int], _opt("LoRA rank.")] = None,
     learning_rate: Annotated[Optional[float], _opt("Learning rate.")] = None,
     max_length: Annotated[Optional[int], _opt("Tokens per training example.")] = None,
+    train_seed: Annotated[Optional[int], _opt("Training seed (shuffle order, adapter initialisation); rerun "
+                                              "with others to see the run-to-run spread.")] = None,
     exam_limit: Annotated[Optional[int], _opt("Use only the first N exam items.")] = None,
     out_dir: Annotated[Optional[Path], _opt("Run directory (default runs/teach).", "--out")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out where it stopped.")] = False,
@@ -489,7 +491,7 @@ def teach(
                  "retrain": retrain, "patience": patience, "budget.calls": budget_calls,
                  "budget.tokens": budget_tokens, "train.method": method, "train.epochs": epochs,
                  "train.lora_r": lora_r, "train.learning_rate": learning_rate, "train.max_length": max_length,
-                 "exam_limit": exam_limit, "out": out_dir}
+                 "train.seed": train_seed, "exam_limit": exam_limit, "out": out_dir}
     settings = load_config(config, overrides)
     run = Teach(settings, resume=resume, progress=not as_json)
     try:

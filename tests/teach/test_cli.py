@@ -20,13 +20,14 @@ def test_teach_cli_runs_reports_and_resumes(task: tuple[Path, Path], tiny_studen
     config.write_text(f"seed: {seed}\nexam: {exam}\nstudent: {tiny_student}\nrounds: 2\n"
                       "strategies: [rephrase]\ntrain: {epochs: 1, batch_size: 4}\n")
     out = tmp_path / "run"
-    args = ["teach", str(config), "--teacher", "mock:echo", "--verify", "off", "--out", str(out)]
+    args = ["teach", str(config), "--teacher", "mock:echo", "--verify", "off", "--train-seed", "3", "--out", str(out)]
     result = runner.invoke(app, [*args, "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     # mock:echo repeats the prompt, so every rephrasing copies the mined item: nothing new is kept
     assert [r["round"] for r in report["rounds"]] == [0, 1] and report["rounds"][1]["kept"] == 0
     assert report["stopped"] == "no new example was kept" and report["config"]["teacher"] == "mock:echo"
+    assert report["config"]["train"]["seed"] == 3
     assert (out / "report.json").exists() and (out / "curve.png").exists() and (out / "report.html").exists()
     again = runner.invoke(app, args)
     assert again.exit_code == 1 and "--resume" in again.output

@@ -39,7 +39,8 @@ def table(report: dict[str, Any]) -> Table:
     title = f"teach: {report['config']['student']} taught by {report['config']['teacher']}"
     out = Table(title=title, caption=f"stopped: {report['stopped']}. {verifier_note(report)}Wall time in seconds per "
                 "stage: m(ine), w(rite), f(ilter: dedupe and verify), t(rain), e(xam). 'vs round 0' is McNemar's "
-                "exact test.")
+                "exact test on the items, each round's trained model held fixed: it does not count the spread "
+                "between training seeds, which can be larger (compare seeds with magister.stats.runs).")
     for header in HEADERS:
         out.add_column(header, justify="left" if header in ("round", "wall time") else "right")
     base = report.get("baseline")
