@@ -20,7 +20,7 @@ its accuracy is the mean over them, and its interval and the paired tests come f
 (training seed x item) analysis (magister.stats.runs) that counts the run-to-run spread. Each
 seed's McNemar test, which holds that seed's trained models fixed, is kept in the JSON too.
 
-    python benchmarks/teach_trec.py                       # about 50 minutes on 2 CPU cores
+    python benchmarks/teach_trec.py                       # about 35 minutes on 2 CPU cores
     python benchmarks/teach_trec.py --teacher openai-compatible:http://127.0.0.1:8000/v1#qwen
     python benchmarks/teach_trec.py --exam-limit 100 --seeds 1     # a smoke run
 """
