@@ -23,7 +23,7 @@ measured, and the interval is the items' alone (a paired t on items), which says
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -83,8 +83,7 @@ def _estimate(grid: np.ndarray, confidence: float, test: bool) -> RunsEstimate:
 def runs_interval(grades: Sequence[Sequence[float]], confidence: float = 0.95) -> RunsEstimate:
     """Mean score over S training runs of one arm on the same n items, with its interval (clipped to [0, 1])."""
     estimate = _estimate(_grid(grades), confidence, test=False)
-    return RunsEstimate(**{**estimate.to_dict(), "ci_low": max(0.0, estimate.ci_low),
-                           "ci_high": min(1.0, estimate.ci_high)})
+    return replace(estimate, ci_low=max(0.0, estimate.ci_low), ci_high=min(1.0, estimate.ci_high))
 
 
 def compare_runs(a: Sequence[Sequence[float]], b: Sequence[Sequence[float]],
