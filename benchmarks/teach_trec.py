@@ -1,28 +1,32 @@
-"""Benchmark: teaching SmolLM2-135M-Instruct TREC question types from 100 labelled examples.
+"""Benchmark: does teaching work? SmolLM2-135M-Instruct learns TREC question types from 100 examples.
 
-On ../shared/data/trec/: a class-balanced seed of 100 examples drawn with a fixed seed from
+On ../shared/data/trec/: a class-balanced seed of 100 examples drawn with random.Random(0) from
 train.jsonl, and the 500-item test.jsonl as the held-out exam (constrained choice over the 6
-labels). On the same seed and exam, with the same training seeds for every arm:
+labels). The teacher is Qwen2.5-Coder-1.5B-Instruct (Q4_K_M, fetched and verified by
+benchmarks/offline_teacher.py; --teacher overrides). Arms, with the same training seeds:
 
-  (a) zero_shot  the untrained student
-  (b) seed_only  LoRA fine-tuned on the seed alone (round 0)
-  (c) llm2llm    vanilla LLM2LLM: `similar` only, the wrong answer not shown, no dedupe, no verification
-  (d) magister   the full loop: similar + rephrase + explain + new + replay, the wrong answer
-                 shown, ROUGE-L dedupe, verification by the teacher (12 seed examples as worked
-                 examples, trusted only if it beats the most common label on seed items)
+  (a) zero_shot        the untrained student
+  (b) seed_only        LoRA fine-tuned on the seed alone (round 0 of every teaching arm)
+  (c) llm2llm          vanilla LLM2LLM: the student sits its seed items, `similar` on the missed
+                       ones, wrong answer hidden, no dedupe, no verification
+  (d) magister         probe mining: the teacher writes a fresh probe exam, the student sits it, and
+                       the missed probe items (kept) plus `similar` and `new` examples written from
+                       them, the wrong answer shown, ROUGE-L dedupe, verification by the teacher
+  (e) untargeted       the same number of teacher-written examples as (d) for that seed, written and
+                       verified the same way (`magister write`), balanced over the labels, not
+                       conditioned on the student's errors: (d) vs (e) tests targeting, not more data
+  (f) teacher_fewshot  the teacher itself with 12 worked examples from the seed
+  (g) full_data        the student fine-tuned on all 5,452 labelled TREC training items (one seed,
+                       --full-epochs epochs): what distillation could reach
 
-(c) and (d) start from the same round 0 (b), run the same number of rounds, and are scored on
-their last trained round (no selection on the exam).
+Training noise is as large as the effects: every trained arm runs with --seeds training seeds, its
+accuracy is the mean over them, and intervals and paired tests come from the two-way (training seed
+x item) analysis of magister.stats.runs. Every teacher call goes through one response cache (the
+work dir's bench.db) and every stage writes its result to the work dir, so a rerun with the same
+--work repeats nothing that finished.
 
-Training noise is as large as the effects here: the seed-only student scores between 56% and
-81% depending on the training seed alone. So every arm is trained with --seeds training seeds,
-its accuracy is the mean over them, and its interval and the paired tests come from a two-way
-(training seed x item) analysis (magister.stats.runs) that counts the run-to-run spread. Each
-seed's McNemar test, which holds that seed's trained models fixed, is kept in the JSON too.
-
-    python benchmarks/teach_trec.py                       # about 35 minutes on 2 CPU cores
-    python benchmarks/teach_trec.py --teacher openai-compatible:http://127.0.0.1:8000/v1#qwen
-    python benchmarks/teach_trec.py --exam-limit 100 --seeds 1     # a smoke run
+    python benchmarks/teach_trec.py --work /tmp/tt            # the whole benchmark
+    python benchmarks/teach_trec.py --quick --work /tmp/tq    # 1 seed, 100 test items, small probe
 """
 
 from __future__ import annotations
@@ -33,19 +37,29 @@ import os
 import platform
 import random
 import shutil
+import sys
 import time
 from pathlib import Path
 
-from magister.stats import wilson
-from magister.stats.paired import compare
-from magister.stats.runs import compare_runs, runs_interval
-from magister.store import Store
-from magister.teach import Teach, TeachConfig, TrainConfig
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from offline_teacher import teacher_path  # noqa: E402
+
+from magister.exams.load import load_exam, pick_fewshot  # noqa: E402
+from magister.exams.write import write_exam  # noqa: E402
+from magister.models.base import load_model  # noqa: E402
+from magister.sit import sit  # noqa: E402
+from magister.stats import wilson  # noqa: E402
+from magister.stats.paired import compare  # noqa: E402
+from magister.stats.runs import compare_runs, runs_interval  # noqa: E402
+from magister.store import Store  # noqa: E402
+from magister.teach import Teach, TeachConfig, TrainConfig  # noqa: E402
+from magister.teach.seeds import grid  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
 DATA = ROOT.parent.parent / "shared" / "data" / "trec"
-SEEDS, ROUNDS, EPOCHS, LEARNING_RATE = 3, 1, 5.0, 1e-3
-MAGISTER_STRATEGIES = ["similar", "rephrase", "explain", "new", "replay"]
+MAGISTER_STRATEGIES = ["similar", "new"]
+TRAINED = ("seed_only", "llm2llm", "magister", "untargeted")
 
 
 def balanced_seed(n: int, seed: int) -> list[dict]:
@@ -63,141 +77,258 @@ def balanced_seed(n: int, seed: int) -> list[dict]:
     return [{"id": r["id"], "text": r["text"], "label": r["label"]} for r in chosen]
 
 
-def arm(name: str, base: TeachConfig, work: Path, store: Store, **changes) -> Teach:  # noqa: ANN003
-    """Run one teaching arm in work/name, re-using round 0 (and the zero-shot run) of the llm2llm arm."""
-    config = base.model_copy(update={"out": work / name, **changes})
-    first = work / "llm2llm"
-    if name != "llm2llm" and not (config.out / "state.json").exists():
-        config.out.mkdir(parents=True, exist_ok=True)
+def teach_arm(config: TeachConfig, store: Store, round0_from: Path | None = None) -> Path:
+    """Run (or finish) one teaching run; round 0 and the untrained baseline copied from `round0_from`."""
+    out = config.out
+    if round0_from is not None and not (out / "state.json").exists():
+        out.mkdir(parents=True, exist_ok=True)
         for shared in ("baseline.json", "baseline-grades.json"):
-            shutil.copy(first / shared, config.out / shared)
-        shutil.copytree(first / "round-0", config.out / "round-0", dirs_exist_ok=True)
-    teach = Teach(config, resume=(config.out / "state.json").exists(), store=store)
-    teach.run()
-    return teach
+            shutil.copy(round0_from / shared, out / shared)
+        if config.seed == _config_seed(round0_from):
+            shutil.copytree(round0_from / "round-0", out / "round-0", dirs_exist_ok=True)
+    if not _finished(out):
+        print(f"== {out}", flush=True)
+        Teach(config, resume=(out / "state.json").exists(), store=store).run()
+    return out
 
 
-def grades(teach: Teach, round_: int | None = None) -> dict[str, bool]:
-    number = teach.final().round if round_ is None else round_
-    return json.loads((teach.out / f"round-{number}" / "grades.json").read_text())
+def _config_seed(out: Path) -> Path | None:
+    state = out / "state.json"
+    return Path(json.loads(state.read_text())["config"]["seed"]) if state.exists() else None
 
 
-def grid(runs: list[dict[str, bool]], items: list[str]) -> list[list[bool]]:
-    """Seeds x items: each training run's grades in one item order."""
-    return [[run[i] for i in items] for run in runs]
+def _finished(out: Path) -> bool:
+    state = out / "state.json"
+    return state.exists() and json.loads(state.read_text()).get("stopped") is not None
 
 
-def summary(runs: list[dict], items: list[str], grades_by_seed: list[dict[str, bool]]) -> dict:
-    """One arm over its training runs: the mean accuracy with an interval that counts seeds and items."""
-    estimate = runs_interval(grid(grades_by_seed, items))
-    return {"accuracy": estimate.mean, "ci_low": estimate.ci_low, "ci_high": estimate.ci_high, "n": len(items),
-            "seed_sd": estimate.seed_sd, "teacher_tokens": round(sum(r["teacher_tokens"] for r in runs) / len(runs)),
-            "wall_s": sum(r["wall_s"] for r in runs) / len(runs), "runs": runs}
+def rounds_of(out: Path) -> list[dict]:
+    paths = sorted(out.glob("round-*/round.json"), key=lambda p: int(p.parent.name.split("-")[1]))
+    return [json.loads(p.read_text()) for p in paths]
+
+
+def final_round(out: Path) -> dict:
+    return [r for r in rounds_of(out) if r["exam"]][-1]
+
+
+def grades(out: Path, number: int | None = None) -> dict[str, bool]:
+    number = final_round(out)["round"] if number is None else number
+    return json.loads((out / f"round-{number}" / "grades.json").read_text())
+
+
+def record(seed: int, out: Path, number: int | None = None) -> dict:
+    rounds = rounds_of(out)
+    final = rounds[number] if number is not None else final_round(out)
+    later = rounds[1:] if number is None else []
+    return {"seed": seed, "accuracy": final["exam"]["accuracy"], "ci_low": final["exam"]["ci_low"],
+            "ci_high": final["exam"]["ci_high"], "data": final["data"],
+            "teacher_tokens": sum(r["teacher_tokens"] for r in later),
+            "teacher_calls": sum(r["teacher_calls"] for r in later),
+            "wall_s": sum(sum(r["wall_s"].values()) for r in (later or [final])),
+            "stage_s": {k: round(sum(r["wall_s"].get(k, 0.0) for r in (later or [final]))) for k in
+                        ("mine", "write", "filter", "train", "exam")},
+            "last_loss": final.get("train", {}).get("last_loss")}
+
+
+def untargeted(seed_rows: list[dict], n: int, teacher: object, store: Store, exclude: list, work: Path,
+               base: TeachConfig) -> tuple[Path, dict]:
+    """The control's training file: the seed plus n balanced teacher-written items (cached per n)."""
+    path = work / f"untargeted-{n}.jsonl"
+    info_path = work / f"untargeted-{n}.json"
+    if not path.exists():
+        seed_exam = load_exam(work / "seed.jsonl", name="trec-seed")
+        started = time.perf_counter()
+        written = write_exam(seed_exam, teacher, store, n=n, per_call=base.probe_per_call, avoid=seed_exam.items,
+                             exclude=exclude, verify_mode=base.verify, verify_shots=base.verify_shots,
+                             dedupe_method=base.dedupe, threshold=base.dedupe_threshold,
+                             temperature=base.temperature, seed=1000, prefix="u")
+        rows = seed_rows + [{"id": i.id, "text": i.input, "label": i.reference} for i in written.items]
+        info = {**written.summary(), "wall_s": time.perf_counter() - started}
+        info_path.write_text(json.dumps(info, indent=2))
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path, json.loads(info_path.read_text())
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--teacher", default="llamacpp:smollm2")
-    parser.add_argument("--seeds", type=int, default=SEEDS, help="training seeds per arm (default %(default)s)")
-    parser.add_argument("--rounds", type=int, default=ROUNDS)
+    parser.add_argument("--teacher", default=None, help="teacher spec (default: the offline Qwen2.5-Coder-1.5B)")
+    parser.add_argument("--seeds", type=int, default=3, help="training seeds per arm (default %(default)s)")
+    parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--seed-size", type=int, default=100)
     parser.add_argument("--per-item", type=int, default=2)
-    parser.add_argument("--epochs", type=float, default=EPOCHS)
+    parser.add_argument("--probe-size", type=int, default=80)
+    parser.add_argument("--epochs", type=float, default=5.0)
+    parser.add_argument("--full-epochs", type=float, default=1.0)
     parser.add_argument("--lora-r", type=int, default=16)
-    parser.add_argument("--learning-rate", type=float, default=LEARNING_RATE)
+    parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--max-length", type=int, default=96)
     parser.add_argument("--exam-limit", type=int, default=None, help="first N test items (default all 500)")
+    parser.add_argument("--full-limit", type=int, default=None, help="first N training items for (g)")
+    parser.add_argument("--arms", default="all", help="comma-separated subset of arms to run (default all)")
+    parser.add_argument("--quick", action="store_true", help="1 seed, 100 test items, probe of 30, (g) on 1000")
     parser.add_argument("--work", default=None, help="working directory (default: a fresh temporary one)")
-    parser.add_argument("--out", default=str(ROOT / "results" / "teach_trec.json"))
+    parser.add_argument("--out", default=None, help="results JSON (default benchmarks/results/teach_trec.json)")
     args = parser.parse_args()
+    if args.quick:
+        args.seeds, args.exam_limit, args.probe_size, args.full_limit = 1, args.exam_limit or 100, 30, 1000
+    out_path = Path(args.out or ROOT / "results" / ("teach_trec_quick.json" if args.quick else "teach_trec.json"))
+    wanted = set(TRAINED + ("zero_shot", "teacher_fewshot", "full_data")) if args.arms == "all" else \
+        set(args.arms.split(","))
 
     started = time.perf_counter()
     import tempfile
 
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="teach_trec-"))
     work.mkdir(parents=True, exist_ok=True)
-    seed_path = work / "seed.jsonl"
-    seed_path.write_text("".join(json.dumps(r) + "\n" for r in balanced_seed(args.seed_size, 0)))
-    store = Store(work / "bench.db")  # one response cache: a teacher call repeated by another seed is free
-    runs: dict[str, list[dict]] = {"seed_only": [], "llm2llm": [], "magister": []}
-    graded: dict[str, list[dict[str, bool]]] = {name: [] for name in runs}
-    rounds: dict[str, list] = {}
-    zero: dict = {}
-    for seed in range(args.seeds):
-        train = TrainConfig(epochs=args.epochs, lora_r=args.lora_r, lora_alpha=2 * args.lora_r,
-                            learning_rate=args.learning_rate, max_length=args.max_length, batch_size=8, seed=seed)
-        base = TeachConfig(seed=seed_path, exam=DATA / "test.jsonl", teacher=args.teacher, student="smollm2",
-                           rounds=args.rounds, per_item=args.per_item, exam_limit=args.exam_limit, train=train)
-        here = work / f"seed-{seed}"
-        if seed > 0 and not (here / "llm2llm" / "baseline.json").exists():  # the untrained student: sat once
-            (here / "llm2llm").mkdir(parents=True, exist_ok=True)
-            for shared in ("baseline.json", "baseline-grades.json"):
-                shutil.copy(work / "seed-0" / "llm2llm" / shared, here / "llm2llm" / shared)
-        taught = {"llm2llm": arm("llm2llm", base, here, store, strategies=["similar"], show_wrong_answer=False,
-                                 dedupe="off", verify="off"),
-                  "magister": arm("magister", base, here, store, strategies=MAGISTER_STRATEGIES,
-                                  show_wrong_answer=True, dedupe="rouge", verify="teacher")}
-        zero = taught["llm2llm"].baseline or {}
-        round0 = taught["llm2llm"].rounds[0]
-        runs["seed_only"].append(run_record(seed, round0.exam, 0, sum(round0.wall_s.values())))
-        graded["seed_only"].append(grades(taught["llm2llm"], 0))
-        for name, teach in taught.items():
-            runs[name].append(run_record(seed, teach.final().exam, sum(r.teacher_tokens for r in teach.rounds),
-                                         sum(sum(r.wall_s.values()) for r in teach.rounds[1:]), teach.stopped))
-            graded[name].append(grades(teach))
-            rounds.setdefault(name, []).append([r.to_dict() for r in teach.rounds])
+    teacher_spec = args.teacher or f"llamacpp:{teacher_path()}"
+    seed_rows = balanced_seed(args.seed_size, 0)
+    (work / "seed.jsonl").write_text("".join(json.dumps(r) + "\n" for r in seed_rows))
+    store = Store(work / "bench.db")  # one response cache for every arm and seed
+    exam = load_exam(DATA / "test.jsonl", limit=args.exam_limit)
+    teacher = load_model(teacher_spec)
+    result: dict = {}
+    runs: dict[str, list[dict]] = {name: [] for name in TRAINED}
+    graded: dict[str, list[dict[str, bool]]] = {name: [] for name in TRAINED}
+    extra: dict[str, list] = {"probe": [], "untargeted_write": []}
+    try:
+        for seed in range(args.seeds):
+            train = TrainConfig(epochs=args.epochs, lora_r=args.lora_r, lora_alpha=2 * args.lora_r,
+                                learning_rate=args.learning_rate, max_length=args.max_length, batch_size=8, seed=seed)
+            base = TeachConfig(seed=work / "seed.jsonl", exam=DATA / "test.jsonl", teacher=teacher_spec,
+                               student="smollm2", rounds=args.rounds, per_item=args.per_item,
+                               exam_limit=args.exam_limit, train=train, probe_size=args.probe_size)
+            here = work / f"seed-{seed}"
+            first = here / "seed_only"
+            if seed > 0 and not (first / "baseline.json").exists():  # the untrained student sits the exam once
+                first.mkdir(parents=True, exist_ok=True)
+                for shared in ("baseline.json", "baseline-grades.json"):
+                    shutil.copy(work / "seed-0" / "seed_only" / shared, first / shared)
+            teach_arm(base.model_copy(update={"out": first, "rounds": 0}), store)
+            runs["seed_only"].append(record(seed, first, 0))
+            graded["seed_only"].append(grades(first, 0))
+            if "magister" in wanted or "untargeted" in wanted:
+                out = teach_arm(base.model_copy(update={
+                    "out": here / "magister", "mine": "probe", "strategies": MAGISTER_STRATEGIES,
+                    "show_wrong_answer": True, "dedupe": "rouge", "verify": "teacher"}), store, first)
+                runs["magister"].append(record(seed, out))
+                graded["magister"].append(grades(out))
+                extra["probe"].append([r["probe"] for r in rounds_of(out) if r.get("probe")])
+            if "untargeted" in wanted:
+                kept = final_round(here / "magister")["data"] - len(seed_rows)
+                path, info = untargeted(seed_rows, kept, teacher, store, exam.items, work, base)
+                extra["untargeted_write"].append({"n": kept, **info})
+                out = teach_arm(base.model_copy(update={"out": here / "untargeted", "rounds": 0, "seed": path}),
+                                store, first)
+                runs["untargeted"].append(record(seed, out, 0))
+                graded["untargeted"].append(grades(out, 0))
+            if "llm2llm" in wanted:
+                out = teach_arm(base.model_copy(update={
+                    "out": here / "llm2llm", "mine": "seed", "strategies": ["similar"], "show_wrong_answer": False,
+                    "dedupe": "off", "verify": "off"}), store, first)
+                runs["llm2llm"].append(record(seed, out))
+                graded["llm2llm"].append(grades(out))
+        zero = json.loads((work / "seed-0" / "seed_only" / "baseline.json").read_text())
+        result["zero_shot"] = {"accuracy": zero["accuracy"],
+                               **dict(zip(("ci_low", "ci_high"), wilson(zero["correct"], zero["n"]))),
+                               "n": zero["n"], "teacher_tokens": 0, "wall_s": zero.get("wall_s", 0.0)}
+        if "teacher_fewshot" in wanted:
+            result["teacher_fewshot"] = teacher_fewshot(exam, load_exam(work / "seed.jsonl").items, teacher, store)
+    finally:
+        teacher.close()
+    if "full_data" in wanted:
+        result["full_data"] = full_data(work, store, args, seed_rows)
 
-    items = sorted(set.intersection(*(set(g) for arm_grades in graded.values() for g in arm_grades)))
-    result: dict = {"zero_shot": {"accuracy": zero["accuracy"],
-                                  **dict(zip(("ci_low", "ci_high"), wilson(zero["correct"], zero["n"]))),
-                                  "n": zero["n"], "teacher_tokens": 0, "wall_s": zero.get("wall_s", 0.0)}}
-    result.update({name: summary(runs[name], items, graded[name]) for name in runs})
+    arms = [name for name in TRAINED if graded[name]]
+    items = sorted(set.intersection(*(set(g) for name in arms for g in graded[name])))
+    for name in arms:
+        estimate = runs_interval(grid(graded[name], items))
+        result[name] = {"accuracy": estimate.mean, "ci_low": estimate.ci_low, "ci_high": estimate.ci_high,
+                        "n": len(items), "seed_sd": estimate.seed_sd,
+                        "teacher_tokens": round(sum(r["teacher_tokens"] for r in runs[name]) / len(runs[name])),
+                        "wall_s": sum(r["wall_s"] for r in runs[name]) / len(runs[name]), "runs": runs[name]}
     pairs = {"magister_vs_seed_only": ("magister", "seed_only"), "magister_vs_llm2llm": ("magister", "llm2llm"),
-             "llm2llm_vs_seed_only": ("llm2llm", "seed_only")}
+             "magister_vs_untargeted": ("magister", "untargeted"), "llm2llm_vs_seed_only": ("llm2llm", "seed_only"),
+             "untargeted_vs_seed_only": ("untargeted", "seed_only")}
     detail = {key: {**compare_runs(grid(graded[a], items), grid(graded[b], items)).to_dict(),
                     "per_seed_mcnemar": [paired(x, y) for x, y in zip(graded[a], graded[b])]}
-              for key, (a, b) in pairs.items()}
+              for key, (a, b) in pairs.items() if graded[a] and graded[b]}
     result["paired"] = {**{key: d["p_value"] for key, d in detail.items()}, "detail": detail,
                         "test": "two-way (training seed x item) t test on the paired differences, Satterthwaite df; "
                                 "per_seed_mcnemar holds each seed's models fixed"}
-    result["rounds"] = rounds
-    stage_s = zero.get("wall_s", 0.0) + sum(r["wall_s"] for arm_runs in runs.values() for r in arm_runs)
+    if "full_data" in result and "magister" in result:
+        gap = result["full_data"]["accuracy"] - result["seed_only"]["accuracy"]
+        result["gap_closed"] = (result["magister"]["accuracy"] - result["seed_only"]["accuracy"]) / gap if gap else None
+    result["probe"] = extra["probe"]
+    result["untargeted_write"] = extra["untargeted_write"]
+    stage_s = sum(r["wall_s"] for name in arms for r in runs[name]) + result["zero_shot"]["wall_s"] + \
+        sum(result.get(k, {}).get("wall_s", 0.0) for k in ("teacher_fewshot", "full_data")) + \
+        sum(w.get("wall_s", 0.0) for w in extra["untargeted_write"][:1])
     result["settings"] = {
         "seeds": list(range(args.seeds)), "seed_size": args.seed_size, "seed_draw": "class-balanced, random.Random(0)",
         "exam_items": len(items), "student": "SmolLM2-135M-Instruct (embedded GGUF, de-quantised to float32)",
-        "teacher": args.teacher, "rounds": args.rounds, "per_item": args.per_item,
+        "teacher": teacher_spec, "rounds": args.rounds, "per_item": args.per_item, "probe_size": args.probe_size,
         "magister_strategies": MAGISTER_STRATEGIES, "method": "lora", "lora_r": args.lora_r,
         "lora_alpha": 2 * args.lora_r, "target_modules": "all-linear", "epochs": args.epochs,
-        "learning_rate": args.learning_rate, "batch_size": 8, "max_length": args.max_length,
-        "scoring": "constrained choice over the 6 labels", "retrain": "from the base model each round",
-        "verify_shots": base.verify_shots, "dedupe_threshold": base.dedupe_threshold,
+        "full_data_epochs": args.full_epochs, "learning_rate": args.learning_rate, "batch_size": 8,
+        "max_length": args.max_length, "scoring": "constrained choice over the 6 labels",
+        "retrain": "from the base model each round", "verify_shots": 12, "dedupe_threshold": 0.7,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, no GPU" if not _cuda() else "GPU",
         "process_wall_s": time.perf_counter() - started, "work_dir": str(work),
         # every stage's measured time, summed: the cost of the benchmark even when a rerun resumed it
         "total_wall_s": stage_s,
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2))
-    print(f"{'arm':<10} {'accuracy':>9} {'95% CI':>13} {'runs':>24} {'teacher tok':>12}")
-    for name in ("zero_shot", "seed_only", "llm2llm", "magister"):
-        r = result[name]
-        each = " ".join(f"{x['accuracy']:.1%}" for x in r.get("runs", []))
-        print(f"{name:<10} {r['accuracy']:>9.1%} {r['ci_low']:>6.1%}-{r['ci_high']:<6.1%} {each:>24} "
-              f"{r['teacher_tokens']:>12}")
-    for key, d in detail.items():
-        print(f"{key}: {d['mean']:+.1%} [{d['ci_low']:+.1%}, {d['ci_high']:+.1%}] p={d['p_value']:.3g} "
-              f"(df {d['df']:.1f})")
-    print(f"total stage time {stage_s:.0f} s")
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(json.dumps(result, indent=2))
+    print_table(result)
 
 
-def run_record(seed: int, exam: dict, teacher_tokens: int, wall_s: float, stopped: str | None = None) -> dict:
-    return {"seed": seed, "accuracy": exam["accuracy"], "ci_low": exam["ci_low"], "ci_high": exam["ci_high"],
-            "teacher_tokens": teacher_tokens, "wall_s": wall_s, **({"stopped": stopped} if stopped else {})}
+def teacher_fewshot(exam, seed_items: list, teacher, store: Store) -> dict:  # noqa: ANN001
+    """(f): the teacher sits the exam with 12 worked examples from the seed."""
+    shown = exam.model_copy(update={"fewshot": pick_fewshot(seed_items, 12), "name": f"{exam.name}-teacher-12shot"})
+    started = time.perf_counter()
+    summary = sit(shown, teacher, store)
+    return {"accuracy": summary.accuracy, "ci_low": summary.ci_low, "ci_high": summary.ci_high, "n": summary.n,
+            "run_id": summary.run_id, "wall_s": summary.wall_s if summary.model_calls else time.perf_counter() - started,
+            "prompt_tokens": summary.prompt_tokens}
+
+
+def full_data(work: Path, store: Store, args: argparse.Namespace, seed_rows: list[dict]) -> dict:
+    """(g): the student fine-tuned on every labelled TREC training item (one training seed)."""
+    rows = [json.loads(line) for line in (DATA / "train.jsonl").read_text().splitlines()]
+    rows = rows[: args.full_limit] if args.full_limit else rows
+    path = work / f"full-{len(rows)}.jsonl"
+    if not path.exists():
+        path.write_text("".join(json.dumps({"id": r["id"], "text": r["text"], "label": r["label"]}) + "\n"
+                                for r in rows))
+    train = TrainConfig(epochs=args.full_epochs, lora_r=args.lora_r, lora_alpha=2 * args.lora_r,
+                        learning_rate=args.learning_rate, max_length=args.max_length, batch_size=8, seed=0)
+    config = TeachConfig(seed=path, exam=DATA / "test.jsonl", student="smollm2", rounds=0,
+                         exam_limit=args.exam_limit, train=train, out=work / "full_data")
+    out = teach_arm(config, store, work / "seed-0" / "seed_only")
+    r = record(0, out, 0)
+    return {**r, "n": rounds_of(out)[0]["exam"]["n"], "train_items": len(rows), "epochs": args.full_epochs}
 
 
 def paired(a: dict[str, bool], b: dict[str, bool]) -> dict:
     shared = sorted(set(a) & set(b))
     return compare([a[i] for i in shared], [b[i] for i in shared], binary=True).to_dict()
+
+
+def print_table(result: dict) -> None:
+    print(f"{'arm':<16} {'accuracy':>9} {'95% CI':>13} {'runs':>24} {'teacher tok':>12}")
+    for name in ("zero_shot", "seed_only", "llm2llm", "magister", "untargeted", "teacher_fewshot", "full_data"):
+        if name not in result:
+            continue
+        r = result[name]
+        each = " ".join(f"{x['accuracy']:.1%}" for x in r.get("runs", []))
+        print(f"{name:<16} {r['accuracy']:>9.1%} {r['ci_low']:>6.1%}-{r['ci_high']:<6.1%} {each:>24} "
+              f"{r.get('teacher_tokens', 0):>12}")
+    for key, d in result["paired"]["detail"].items():
+        print(f"{key}: {d['mean']:+.1%} [{d['ci_low']:+.1%}, {d['ci_high']:+.1%}] p={d['p_value']:.3g} "
+              f"(df {d['df']:.1f})")
+    if result.get("gap_closed") is not None:
+        print(f"gap closed (d-b)/(g-b): {result['gap_closed']:.0%}")
+    print(f"total stage time {result['settings']['total_wall_s']:.0f} s")
 
 
 def _cuda() -> bool:

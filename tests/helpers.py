@@ -81,7 +81,7 @@ def scripted(request: Request) -> str:
     if "explain why" in user:
         label = re.search(r"Correct answer: (\w+)", user).group(1)  # type: ignore[union-attr]
         return f"The words in it carry a {label} tone overall.\nAnswer: {label}"
-    label = re.search(r"answer (?:is also |stays |is )?'(\w+)'", user).group(1)  # type: ignore[union-attr]
+    label = re.search(r"(?:answer|label) (?:is also |stays |is )?'(\w+)'", user).group(1)  # type: ignore[union-attr]
     words = ["good", "great", "nice", "fine"] if label == "positive" else ["bad", "awful", "terrible"]
     seed = request.seed or 0
     return "\n".join(f"Input: {words[(seed + i) % len(words)]} {['movie', 'food', 'film', 'meal'][(seed // 7 + i) % 4]}"

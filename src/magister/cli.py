@@ -443,6 +443,102 @@ def _opt(help: str, *names: str):  # noqa: A002, ANN202
 
 @app.command()
 @_guard
+def write(
+    like: Annotated[Path, typer.Option(help="Example items of the task (any exam file); the label set comes from "
+                                       "all of them.")],
+    out_path: Annotated[Path, typer.Option("--out", "-o", help="Where to write the new exam (JSONL).")],
+    teacher: Annotated[str, typer.Option(help="Teacher model spec.")] = "llamacpp:smollm2",
+    n: Annotated[int, typer.Option("--n", help="Items to write (shared over the labels).")] = 100,
+    per_label: Annotated[Optional[int], typer.Option(help="Items per label instead of --n.")] = None,
+    labels: Annotated[Optional[str], typer.Option(help="Comma-separated label set (default: the examples' labels).")]
+    = None,
+    missed: Annotated[Optional[str], typer.Option(help="Run id of a student on labelled items: weight the labels by "
+                                                  "how often it missed them.")] = None,
+    exclude: Annotated[Optional[Path], typer.Option(help="Items the new ones must not copy (the test set): "
+                                                    "near-copies are rejected as contamination.")] = None,
+    verify: Annotated[str, typer.Option(help="off, teacher or majority.")] = "teacher",
+    verifier: Annotated[Optional[str], typer.Option(help="Model that verifies (default: the teacher).")] = None,
+    samples: Annotated[int, typer.Option(help="Samples for --verify majority.")] = 3,
+    per_call: Annotated[int, typer.Option(help="Items the teacher writes per call.")] = 10,
+    temperature: Annotated[float, typer.Option(help="Teacher sampling temperature.")] = 0.8,
+    seed: Annotated[int, typer.Option(help="Sampling seed: the same seed repeats (and re-uses) the same calls.")] = 0,
+    input: Annotated[Optional[str], typer.Option("--input", help="Column with the question.")] = None,
+    reference: Annotated[Optional[str], typer.Option(help="Column with the reference answer.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Have the teacher write a new exam like the examples: label-balanced, deduplicated, verified."""
+    from magister.exams.load import FieldMap, load_exam
+    from magister.exams.write import write_exam
+    from magister.models.base import load_model
+    from magister.store import Store
+    from magister.teach.loop import write_json
+
+    if verify not in ("off", "teacher", "majority"):
+        raise _fail(f"--verify must be off, teacher or majority, not '{verify}'")
+    fields = FieldMap(input=input, reference=reference,
+                      labels=tuple(x.strip() for x in labels.split(",")) if labels else None)
+    examples = load_exam(like, fields)
+    excluded = load_exam(exclude, FieldMap(input=input, reference=reference)).items if exclude else []
+    label_set = sorted({lab for i in examples.items for lab in i.labels or ()})
+    count = per_label * max(len(label_set), 1) if per_label else n
+    teacher_model = load_model(teacher)
+    verifier_model = load_model(verifier) if verifier else None
+    store = Store()
+    weights = None
+    try:
+        if missed:
+            try:
+                run = store.run(missed)
+            except KeyError:
+                raise _fail(f"no run '{missed}' in the store (see `magister runs`)") from None
+            references = {i.id: i.reference for i in store.exam(run.exam_version).items}
+            misses = [references[a.item_id] for a, g in store.answers(run.id) if g.correct is False]
+            weights = {lab: 1.0 + misses.count(lab) for lab in label_set}
+        written = write_exam(examples, teacher_model, store, n=count, labels=label_set or None, weights=weights,
+                             per_call=per_call, exclude=excluded, verify_mode=verify, verifier=verifier_model,
+                             samples=samples, temperature=temperature, seed=seed, progress=not as_json)
+    except KeyboardInterrupt:
+        err.print("\nInterrupted: every finished teacher call is cached. Run the same command again to resume.")
+        raise typer.Exit(130) from None
+    finally:
+        teacher_model.close()
+        if verifier_model is not None:
+            verifier_model.close()
+        store.close()
+    rows = [{"id": i.id, "input": i.input, "reference": i.reference, "kind": i.kind.value,
+             **({"labels": i.labels} if i.labels else {}), **i.meta} for i in written.items]
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    partial = out_path.with_name(out_path.name + ".partial")
+    partial.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    partial.replace(out_path)
+    rejected_path = out_path.with_name(out_path.stem + ".rejected.json")
+    write_json(rejected_path, written.rejected())
+    summary = {**written.summary(), "out": str(out_path), "rejected_file": str(rejected_path), "weights": weights}
+    if as_json:
+        print(json.dumps(summary))
+        return
+    table = Table(title=f"Wrote {len(written.items)} items to {out_path}", show_header=False)
+    table.add_row("teacher", f"{teacher} ({written.calls} calls, {written.tokens} tokens)")
+    table.add_row("kept by label", ", ".join(f"{k} {v}" for k, v in sorted(summary["kept_by_label"].items())))
+    table.add_row("drafts", f"{len(written.drafts)} ({written.parse_failures} calls gave nothing readable)")
+    table.add_row("rejected", ", ".join(f"{k} {v}" for k, v in written.rejections.items()) or "none")
+    if written.verifier:
+        v = written.verifier
+        table.add_row("verifier check", f"{v['accuracy']:.0%} of {v['n']} labelled examples (most common label "
+                      f"{v['majority']:.0%}): {'used' if v['trusted'] else 'NOT used'}")
+    if written.contamination:
+        c = written.contamination
+        table.add_row("overlap with --exclude", f"nearest ROUGE-L mean {c['rouge_l_nearest_mean']:.2f}, max "
+                      f"{c['rouge_l_nearest_max']:.2f}; {c['at_least_0.5']} items >= 0.5; "
+                      f"{c['sharing_8gram']} share an 8-gram")
+    table.add_row("rejections", str(rejected_path))
+    out.print(table)
+    if len(written.items) < count:
+        err.print(f"[yellow]Only {len(written.items)} of {count} items survived the filters.[/]")
+
+
+@app.command()
+@_guard
 def teach(
     config: Annotated[Optional[Path], typer.Argument(help="YAML config; every field is also a flag below.")] = None,
     seed: Annotated[Optional[Path], _opt("Labelled training examples (the seed set).")] = None,
@@ -457,7 +553,9 @@ def teach(
     per_item: Annotated[Optional[int], _opt("New examples per mined item.")] = None,
     show_wrong_answer: Annotated[Optional[bool], _opt("Show the teacher the student's wrong answer.",
                                                       "--show-wrong-answer/--hide-wrong-answer")] = None,
-    mine: Annotated[Optional[str], _opt("seed (LLM2LLM) or all (also synthetic examples).")] = None,
+    mine: Annotated[Optional[str], _opt("seed (LLM2LLM), all (also synthetic examples) or probe (a fresh exam "
+                                        "the teacher writes each round).")] = None,
+    probe_size: Annotated[Optional[int], _opt("Items of each round's probe exam (--mine probe).")] = None,
     dedupe: Annotated[Optional[str], _opt("rouge, embedding or off.")] = None,
     dedupe_threshold: Annotated[Optional[float], _opt("Similarity at or above which a new example is a duplicate.")]
     = None,
@@ -474,6 +572,10 @@ def teach(
     max_length: Annotated[Optional[int], _opt("Tokens per training example.")] = None,
     train_seed: Annotated[Optional[int], _opt("Training seed (shuffle order, adapter initialisation); rerun "
                                               "with others to see the run-to-run spread.")] = None,
+    train_seeds: Annotated[Optional[str], _opt("Comma-separated training seeds: run the loop once per seed "
+                                               "(OUT/seed-N) and compare the last round with round 0 over all "
+                                               "of them (intervals that count the spread between trainings).")]
+    = None,
     exam_limit: Annotated[Optional[int], _opt("Use only the first N exam items.")] = None,
     out_dir: Annotated[Optional[Path], _opt("Run directory (default runs/teach).", "--out")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out where it stopped.")] = False,
@@ -486,13 +588,17 @@ def teach(
     overrides = {"seed": seed, "exam": exam, "fields.input": input, "fields.reference": reference,
                  "teacher": teacher, "student": student, "verifier": verifier, "rounds": rounds,
                  "strategies": [s.strip() for s in strategies.split(",")] if strategies else None,
-                 "per_item": per_item, "show_wrong_answer": show_wrong_answer, "mine": mine, "dedupe": dedupe,
+                 "per_item": per_item, "show_wrong_answer": show_wrong_answer, "mine": mine,
+                 "probe_size": probe_size, "dedupe": dedupe,
                  "dedupe_threshold": dedupe_threshold, "verify": verify, "verify_samples": verify_samples,
                  "retrain": retrain, "patience": patience, "budget.calls": budget_calls,
                  "budget.tokens": budget_tokens, "train.method": method, "train.epochs": epochs,
                  "train.lora_r": lora_r, "train.learning_rate": learning_rate, "train.max_length": max_length,
                  "train.seed": train_seed, "exam_limit": exam_limit, "out": out_dir}
     settings = load_config(config, overrides)
+    if train_seeds:
+        _teach_seeds(settings, train_seeds, resume, as_json)
+        return
     run = Teach(settings, resume=resume, progress=not as_json)
     try:
         run.run()
@@ -507,6 +613,36 @@ def teach(
         return
     out.print(teach_report.table(report), width=max(out.width, 120))
     out.print(f"Report: {paths['html']} · learning curve: {paths['png']} · JSON: {paths['json']}")
+
+
+def _teach_seeds(settings, seeds_text: str, resume: bool, as_json: bool) -> None:  # noqa: ANN001
+    from magister.teach import Teach
+    from magister.teach.seeds import run_seeds
+
+    try:
+        seeds = [int(x) for x in seeds_text.split(",") if x.strip()]
+    except ValueError:
+        raise _fail(f"--train-seeds takes comma-separated integers, not '{seeds_text}'") from None
+    try:
+        analysis = run_seeds(settings, seeds, resume=resume,
+                             make=lambda one, again: Teach(one, resume=again, progress=not as_json))
+    except KeyboardInterrupt:
+        err.print(f"\nInterrupted: finished stages are saved. Continue with the same command and --resume.")
+        raise typer.Exit(130) from None
+    if as_json:
+        print(json.dumps(analysis))
+        return
+    table = Table(title=f"teach over training seeds {seeds_text} ({analysis['items']} exam items)")
+    for column in ("", "mean accuracy", "95% CI (seeds x items)", "per seed"):
+        table.add_column(column)
+    for key, label in (("round0", "round 0 (seed only)"), ("final", "last round")):
+        r = analysis[key]
+        table.add_row(label, f"{r['mean']:.1%}", f"{r['ci_low']:.1%} - {r['ci_high']:.1%}",
+                      ", ".join(f"{x:.1%}" for x in r["per_seed"]))
+    d = analysis["final_vs_round0"]
+    table.add_row("change", f"{d['mean']:+.1%}", f"{d['ci_low']:+.1%} - {d['ci_high']:+.1%}",
+                  f"p = {d['p_value']:.3g}" + ("" if d["training_variance"] else " (one seed: items only)"))
+    out.print(table)
 
 
 @app.command()

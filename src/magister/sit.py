@@ -15,7 +15,6 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from magister.cache import ask
 from magister.errors import ConfigError
@@ -24,6 +23,7 @@ from magister.graders import as_batch, get_grader
 from magister.judges.judge import JUDGED, Judge
 from magister.models.base import Model
 from magister.stats import mean_ci, wilson
+from magister.progress import progress_bar
 from magister.store import Store
 from magister.types import Answer, Completion, Exam, Grade, Item
 
@@ -121,9 +121,7 @@ def sit(exam: Exam, model: Model, store: Store, *, grader: str = "auto", judge: 
     started = time.perf_counter()
     stats = {"hits": 0, "calls": 0, "tokens": 0}
 
-    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[rate]}"), TimeElapsedColumn()]
-    with Progress(*columns, console=console, disable=not progress, transient=False) as bar:
+    with progress_bar(console, progress) as bar:
         task = bar.add_task(f"{exam.name} · {model.spec}", total=len(exam.items), completed=len(done), rate="")
         if done:
             console.print(f"Resuming run {run_id}: {len(done)} of {len(exam.items)} items already answered.")

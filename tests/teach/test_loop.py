@@ -201,3 +201,50 @@ def test_resume_after_a_kill_repeats_no_finished_work(stage: str, config: TeachC
     assert [r.exam["accuracy"] for r in resumed.rounds] == [r.exam["accuracy"] for r in clean.rounds]
     assert [r.kept for r in resumed.rounds] == [r.kept for r in clean.rounds]
     assert resumed.report()["teacher_calls"] == clean.report()["teacher_calls"]
+
+
+def test_probe_mining_has_the_teacher_write_an_exam_the_student_sits(config: TeachConfig) -> None:
+    config.rounds, config.mine, config.strategies = 1, "probe", ["similar"]
+    config.probe_size, config.probe_per_call = 6, 3
+    teach = run(config)
+    record = teach.rounds[1]
+    probe = [json.loads(line) for line in (config.out / "round-1" / "probe.jsonl").read_text().splitlines()]
+    assert probe and all(p["id"].startswith("r1-probe-") for p in probe)
+    assert record.probe is not None and record.probe["kept"] == len(probe)
+    assert record.probe["missed"] == record.mined and 0 <= record.probe["student_accuracy"] <= 1
+    assert record.probe["contamination"]["excluded_items"] == 8  # checked against the held-out exam
+    mined = json.loads((config.out / "round-1" / "mined.json").read_text())
+    assert all(m["id"].startswith("r1-probe-") for m in mined)
+    data = [json.loads(line) for line in (config.out / "round-1" / "data.jsonl").read_text().splitlines()]
+    kept_probe = [d for d in data if d["meta"].get("strategy") == "probe"]
+    assert sorted(d["meta"]["source"] for d in kept_probe) == sorted(m["id"] for m in mined)
+    assert record.by_strategy["probe"]["kept"] == len(mined)
+    assert record.teacher_calls >= record.probe["calls"] > 0
+
+
+def test_resume_says_where_it_picks_up(config: TeachConfig) -> None:
+    config.rounds, config.strategies = 1, ["replay"]
+    run(config)
+    state = json.loads((config.out / "round-1" / "round.json").read_text())
+    state["done"] = ["mine", "write"]
+    (config.out / "round-1" / "round.json").write_text(json.dumps(state))
+    assert Teach(config, resume=True).resume_point() == "round 1, stage filter"
+
+
+def test_train_seeds_compare_the_last_round_with_round_0_over_seeds(config: TeachConfig) -> None:
+    from magister.teach.seeds import run_seeds
+
+    config.rounds, config.strategies = 1, ["replay"]
+    made = []
+
+    def make(one: TeachConfig, again: bool) -> Teach:
+        made.append(one.train.seed)
+        return Teach(one, resume=again, models={"mock:teacher": MockModel("mock:teacher", respond=scripted)},
+                     progress=False)
+
+    analysis = run_seeds(config, [0, 1], make=make)
+    assert made == [0, 1] and (config.out / "seed-1" / "round-1" / "grades.json").exists()
+    assert analysis["seeds"] == 2 and analysis["items"] == 8
+    assert len(analysis["final"]["per_seed"]) == 2 and analysis["final_vs_round0"]["training_variance"]
+    again = run_seeds(config, [0, 1], make=make)  # finished seeds are read back, not retrained
+    assert again == analysis

@@ -46,11 +46,11 @@ def load_exam(source: str | Path, fields: FieldMap | None = None, *, name: str |
     fields = fields or FieldMap()
     label = str(source)
     rows = list(_read_rows(source, fields.split))
-    if limit is not None:
-        rows = rows[:limit]
     if not rows:
         raise DataError("the exam has no items", path=label)
-    items = _items_from_rows(rows, fields, label)
+    items = _items_from_rows(rows, fields, label)  # kinds and label sets from the whole file, not a slice
+    if limit is not None:
+        items = items[:limit]
     exam_name = name or (Path(str(source)).stem if not str(source).startswith("hf:") else str(source)[3:])
     return Exam(name=exam_name, items=items, source=label)
 

@@ -72,7 +72,11 @@ class TeachConfig(BaseModel):
     strategies: list[Literal["similar", "rephrase", "explain", "new", "replay"]] = Field(default_factory=lambda: ["similar"])
     per_item: int = Field(2, ge=1, le=10, description="New examples the teacher writes per mined item.")
     show_wrong_answer: bool = Field(True, description="Show the teacher the student's wrong answer.")
-    mine: Literal["seed", "all"] = Field("seed", description="Mine only seed items (LLM2LLM) or also synthetic ones.")
+    mine: Literal["seed", "all", "probe"] = Field(
+        "seed", description="What the student sits to find its errors: the seed items (LLM2LLM), all training "
+                            "data so far, or a fresh probe exam the teacher writes each round.")
+    probe_size: int = Field(120, ge=1, description="Items of each round's probe exam (`mine: probe`).")
+    probe_per_call: int = Field(10, ge=1, le=30, description="Probe items the teacher writes per call.")
     dedupe: Literal["rouge", "embedding", "off"] = "rouge"
     dedupe_threshold: float = Field(0.7, gt=0.0, le=1.0)
     verify: Literal["off", "teacher", "majority"] = "teacher"

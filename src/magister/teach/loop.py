@@ -29,6 +29,7 @@ from magister.cache import ask
 from magister.errors import ConfigError
 from magister.exams.load import FieldMap, load_exam, pick_fewshot
 from magister.models.base import Model, load_model
+from magister.progress import progress_bar
 from magister.sit import sit
 from magister.stats import wilson
 from magister.stats.paired import compare
@@ -65,6 +66,7 @@ class Round:
     exam: dict[str, Any] = field(default_factory=dict)  # run_id, accuracy, ci_low, ci_high, n, correct
     vs_round0: dict[str, Any] | None = None
     verifier: dict[str, Any] | None = None  # the verifier's check on seed items: trusted or not
+    probe: dict[str, Any] | None = None  # `mine: probe`: what the teacher wrote, and how the student did on it
     wall_s: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -142,6 +144,7 @@ class Teach:
         self.store = store or Store()
         self.teacher = Teacher(config, self.store)
         self.teacher.models.update(models or {})  # models given by spec (tests pass a scripted teacher)
+        self.resuming = resume and state.exists()
         self.rounds: list[Round] = []
         self.stopped: str | None = None
         self.baseline: dict[str, Any] | None = None
@@ -164,6 +167,8 @@ class Teach:
 
     def run(self) -> list[Round]:
         config = self.config
+        if self.resuming:
+            self.console.print(f"Resuming {self.out} at {self.resume_point()}.")
         self._save_state()
         self.base = base_model_dir(config.student, user_dir() / "students")
         try:
@@ -208,7 +213,10 @@ class Teach:
                 continue
             started = time.perf_counter()
             if stage == "mine":
-                mined = self._mine(previous / "model", read_items(previous / "data.jsonl"))
+                if self.config.mine == "probe":
+                    mined = self._mine_probe(record, previous, read_items(previous / "data.jsonl"))
+                else:
+                    mined = self._mine(previous / "model", read_items(previous / "data.jsonl"))
                 write_json(directory / "mined.json", [{"id": m.item.id, "wrong": m.wrong} for m in mined])
                 record.mined = len(mined)
             elif stage == "write":
@@ -216,7 +224,7 @@ class Teach:
                 write_json(directory / "drafts.json", [asdict(d) for d in drafts])
             elif stage == "filter":
                 drafts = [Draft(**d) for d in json.loads((directory / "drafts.json").read_text())]
-                kept = self._filter(drafts, read_items(previous / "data.jsonl"), record)
+                kept = self._filter(drafts, read_items(previous / "data.jsonl"), record, self._probe(directory))
                 write_json(directory / "drafts.json", [asdict(d) for d in drafts])
                 write_items(directory / "data.jsonl", read_items(previous / "data.jsonl") + kept)
             elif stage == "train":
@@ -281,8 +289,57 @@ class Teach:
         items = {i.id: i for i in pool}
         return [Mined(items[a.item_id], a.text) for a, g in graded if not g.correct]
 
+    def _mine_probe(self, record: Round, previous: Path, data: list[Item]) -> list[Mined]:
+        """The teacher writes a fresh probe exam (weighted to the labels missed last round); the student
+        sits it; the probe items it gets wrong are mined, with the teacher's reference."""
+        from magister.exams.write import write_exam
+
+        config, directory = self.config, self._dir(record.round)
+        weights = None
+        if (previous / "probe.jsonl").exists() and (previous / "mined.json").exists():
+            labels = {i.id: i.reference for i in read_items(previous / "probe.jsonl")}
+            missed = Counter(labels[m["id"]] for m in json.loads((previous / "mined.json").read_text())
+                             if m["id"] in labels)
+            weights = {label: 1.0 + missed[label] for label in self.seed.items[0].labels or ()} or None
+        if not (directory / "probe.jsonl").exists():
+            self.console.print(f"round {record.round}: the teacher writes a probe exam of {config.probe_size} items")
+            verifier = self.teacher.model(config.verifier) if config.verifier else None
+            written = write_exam(self.seed, self.teacher.model(config.teacher), self.store, n=config.probe_size,
+                                 weights=weights, per_call=config.probe_per_call, avoid=data, exclude=self.exam.items,
+                                 verify_mode=config.verify, verifier=verifier, samples=config.verify_samples,
+                                 verify_shots=config.verify_shots, verify_check=config.verify_check,
+                                 dedupe_method=config.dedupe if config.dedupe != "off" else "rouge",
+                                 threshold=config.dedupe_threshold, temperature=config.temperature,
+                                 seed=record.round, prefix=f"r{record.round}-probe-", console=self.console,
+                                 progress=self.progress)
+            self.teacher.calls += written.calls
+            self.teacher.tokens += written.tokens
+            record.teacher_calls += written.calls
+            record.teacher_tokens += written.tokens
+            record.probe = {**written.summary(), "weights": weights}
+            write_json(directory / "probe-rejected.json", written.rejected())
+            write_items(directory / "probe.jsonl", written.items)
+            self._save_round(record)
+        probe = self._probe(directory)
+        exam = Exam(name=f"{self.seed.name}-probe-r{record.round}", items=probe, instructions=self.exam.instructions)
+        model = load_model(f"hf:{previous / 'model'}")
+        try:
+            summary = sit(exam, model, self.store, console=self.console, progress=self.progress)
+            graded = self.store.answers(summary.run_id)
+        finally:
+            model.close()
+        items = {i.id: i for i in probe}
+        mined = [Mined(items[a.item_id], a.text) for a, g in graded if not g.correct]
+        record.probe = {**(record.probe or {}), "student_accuracy": summary.accuracy, "student_run": summary.run_id,
+                        "missed": len(mined)}
+        return mined
+
+    def _probe(self, directory: Path) -> list[Item]:
+        path = directory / "probe.jsonl"
+        return read_items(path) if path.exists() else []
+
     def _read_mined(self, directory: Path, previous: Path) -> list[Mined]:
-        items = {i.id: i for i in read_items(previous / "data.jsonl")}
+        items = {i.id: i for i in read_items(previous / "data.jsonl") + self._probe(directory)}
         return [Mined(items[m["id"]], m["wrong"]) for m in json.loads((directory / "mined.json").read_text())]
 
     def _write(self, mined: list[Mined], record: Round) -> list[Draft]:
@@ -290,25 +347,31 @@ class Teach:
         config = self.config
         modules = [STRATEGIES[name] for name in config.strategies]
         drafts: list[Draft] = [d for m in modules if not getattr(m, "teacher", True) for d in m.drafts(mined)]
+        if config.mine == "probe":  # a missed probe item is training data itself: written and verified already
+            drafts.extend(Draft(input=m.item.input, reference=m.item.reference, strategy="probe", source=m.item.id,
+                                replay=True) for m in mined)
         jobs = [job for m in modules if getattr(m, "teacher", True)
                 for job in m.jobs(mined, self.seed.items, config.per_item, config.show_wrong_answer)]
         calls, tokens = self.teacher.calls, self.teacher.tokens
         size = self.teacher.model(config.teacher).batch_size
-        for begin in range(0, len(jobs), size):
-            if self.teacher.spent():
-                record.budget_hit = True
-                break
-            batch = jobs[begin:begin + size]
-            requests = [Request(messages=STRATEGIES[j.strategy].prompt(j), temperature=config.temperature,
-                                seed=job_seed(j, record.round), max_tokens=64 + 48 * j.k) for j in batch]
-            for job, text in zip(batch, self.teacher.ask(requests)):
-                drafts.extend(STRATEGIES[job.strategy].read(text, job))
+        with progress_bar(self.console, self.progress) as bar:
+            task = bar.add_task(f"round {record.round}: teacher drafts", total=len(jobs), rate="")
+            for begin in range(0, len(jobs), size):
+                if self.teacher.spent():
+                    record.budget_hit = True
+                    break
+                batch = jobs[begin:begin + size]
+                requests = [Request(messages=STRATEGIES[j.strategy].prompt(j), temperature=config.temperature,
+                                    seed=job_seed(j, record.round), max_tokens=64 + 48 * j.k) for j in batch]
+                for job, text in zip(batch, self.teacher.ask(requests)):
+                    drafts.extend(STRATEGIES[job.strategy].read(text, job))
+                bar.update(task, advance=len(batch), rate=f"{len(drafts)} drafts")
         record.generated = len(drafts)
         record.teacher_calls += self.teacher.calls - calls
         record.teacher_tokens += self.teacher.tokens - tokens
         return drafts
 
-    def _filter(self, drafts: list[Draft], data: list[Item], record: Round) -> list[Item]:
+    def _filter(self, drafts: list[Draft], data: list[Item], record: Round, probe: list[Item]) -> list[Item]:
         """Dedupe and verify the drafts; returns the kept ones as items."""
         config = self.config
         explained = {i.meta["source"] for i in data if i.meta.get("rationale")}
@@ -318,7 +381,7 @@ class Teach:
             explained.add(draft.source) if draft.rationale else None
         record.deduped = dedupe(drafts, {i.id: i.input for i in data}, config.dedupe, config.dedupe_threshold)
         record.deduped += sum(d.reason == "duplicate: item already explained" for d in drafts)
-        like = {i.id: i for i in data}
+        like = {i.id: i for i in data + probe}
         items = [(d, as_item(d, like[d.source], f"r{record.round}-{d.strategy}-{n}")) for n, d in enumerate(drafts)]
         verifier = self.teacher.model(config.verifier or config.teacher)
         shots = pick_fewshot(self.seed.items, config.verify_shots, seed=0)
@@ -331,7 +394,11 @@ class Teach:
             first = not any(r.verifier for r in self.rounds)  # later checks repeat the same (cached) calls
             calls, tokens = (trial.calls, trial.tokens) if first else (0, 0)
             mode = mode if trial.trusted else "off"
-        more_calls, more_tokens = verify(items, verifier, self.store, mode, config.verify_samples, shots)
+        with progress_bar(self.console, self.progress) as bar:
+            todo = sum(d.reason is None and not d.replay for d, _ in items) if mode != "off" else 0
+            task = bar.add_task(f"round {record.round}: verifying", total=todo, rate="")
+            more_calls, more_tokens = verify(items, verifier, self.store, mode, config.verify_samples, shots)
+            bar.update(task, completed=todo)
         calls, tokens = calls + more_calls, tokens + more_tokens
         if (config.verifier or config.teacher) == config.teacher:
             self.teacher.calls += calls
@@ -344,7 +411,7 @@ class Teach:
         record.rejections = dict(Counter(_reason_kind(d.reason) for d in drafts if d.reason))
         record.by_strategy = {name: {"generated": sum(d.strategy == name for d in drafts),
                                      "kept": sum(d.strategy == name and d.reason is None for d in drafts)}
-                              for name in config.strategies}
+                              for name in [*config.strategies, *(["probe"] if config.mine == "probe" else [])]}
         return kept
 
     def _verifier_check(self, verifier: Model, shots: list[Item]) -> Check:
@@ -352,6 +419,18 @@ class Teach:
         return check(verifier, self.store, self.seed.items, shots)
 
     # -- state -------------------------------------------------------------------------------
+
+    def resume_point(self) -> str:
+        """Where a resumed run picks up: 'round N, stage S' (or that every round is done)."""
+        if not (self.out / "baseline.json").exists():
+            return "the untrained student's exam (baseline)"
+        for number in range(self.config.rounds + 1):
+            path = self._dir(number) / "round.json"
+            done = json.loads(path.read_text())["done"] if path.exists() else []
+            todo = [stage for stage in STAGES if stage not in done and not (number == 0 and stage in STAGES[:3])]
+            if todo:
+                return f"round {number}, stage {todo[0]}"
+        return "the report (every round is done)"
 
     def _prompt_exam(self) -> Exam:
         return Exam(name=self.exam.name, items=[], instructions=self.exam.instructions)
