@@ -96,3 +96,27 @@ def test_anchors_then_exam_estimate(tmp_path: Path) -> None:
     short = write_jsonl(tmp_path / "short.jsonl", [{"id": "q0", "text": "x", "label": "neg"}])
     result = runner.invoke(app, ["exam", str(short), "--model", "mock:first", "--anchors", str(anchors)])
     assert result.exit_code == 1 and "anchor items are not in" in result.output
+
+
+def test_item_difficulty_from_the_models_that_sat_an_exam(store: Store, three_runs: dict[str, str]) -> None:
+    from magister.rankings import item_difficulty
+
+    rows, models = item_difficulty(store, "skewed")
+    assert sorted(models) == sorted(three_runs) and len(rows) == 30
+    by_id = {r["item_id"]: r for r in rows}
+    matrix, items, _ = correctness_matrix(store, "skewed")
+    for j, item in enumerate(items):
+        assert by_id[item]["share_correct"] == pytest.approx(matrix[:, j].mean())
+    shares = [r["share_correct"] for r in rows]
+    assert shares == sorted(shares)  # hardest first
+    hard, easy = [r for r in rows if r["share_correct"] < 0.5], [r for r in rows if r["share_correct"] > 0.5]
+    assert max(r["irt_difficulty"] for r in easy) < min(r["irt_difficulty"] for r in hard)
+
+
+def test_cli_difficulty_keeps_the_hard_items(store: Store, three_runs: dict[str, str], tmp_path: Path) -> None:
+    out = tmp_path / "hard.jsonl"
+    result = runner.invoke(app, ["difficulty", "skewed", "--keep", "hard", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    kept = [json.loads(line) for line in out.read_text().splitlines()]
+    assert kept and all(k["share_correct"] <= 0.5 and k["irt_difficulty"] is not None for k in kept)
+    assert {k["reference"] for k in kept} <= {"negative", "positive"} and kept[0]["kind"] == "classification"

@@ -615,6 +615,57 @@ def teach(
     out.print(f"Report: {paths['html']} · learning curve: {paths['png']} · JSON: {paths['json']}")
 
 
+@app.command()
+@_guard
+def difficulty(
+    exam: Annotated[str, typer.Argument(help="Exam name (as in `magister runs`), e.g. a written probe exam.")],
+    keep: Annotated[str, typer.Option(help="all, or hard: only items that at most --hard-share of the models got "
+                                      "right.")] = "all",
+    hard_share: Annotated[float, typer.Option(help="Share of models right at or below which an item is hard.")]
+    = 0.5,
+    out_path: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write the kept items (JSONL) here, "
+                                                     "with their difficulty in the row.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Per-item difficulty of an exam several models have sat: share correct and IRT difficulty."""
+    from magister.rankings import item_difficulty, latest_runs
+    from magister.store import Store
+
+    if keep not in ("all", "hard"):
+        raise _fail(f"--keep must be all or hard, not '{keep}'")
+    store = Store()
+    try:
+        rows, models = item_difficulty(store, exam)
+        items = {i.id: i for i in store.exam(latest_runs(store, exam)[0].exam_version).items}
+    finally:
+        store.close()
+    kept = [r for r in rows if keep == "all" or r["share_correct"] <= hard_share]
+    if out_path is not None:
+        lines = []
+        for r in kept:
+            item = items[r["item_id"]]
+            lines.append(json.dumps({"id": item.id, "input": item.input, "reference": item.reference,
+                                     "kind": item.kind.value, **({"labels": item.labels} if item.labels else {}),
+                                     **({"choices": item.choices} if item.choices else {}), **item.meta,
+                                     "share_correct": r["share_correct"], "irt_difficulty": r["irt_difficulty"]}))
+        out_path.write_text("".join(line + "\n" for line in lines))
+    if as_json:
+        print(json.dumps({"exam": exam, "models": models, "items": rows, "kept": len(kept)}))
+        return
+    table = Table(title=f"{exam}: {len(rows)} items, {len(models)} models ({', '.join(models)}); hardest first")
+    for column in ("item", "share correct", "IRT difficulty", "input"):
+        table.add_column(column)
+    for r in rows[:30]:
+        b = r["irt_difficulty"]
+        table.add_row(r["item_id"], f"{r['share_correct']:.0%} of {r['models']}", "-" if b is None else f"{b:+.2f}",
+                      items[r["item_id"]].input[:60])
+    out.print(table)
+    if len(models) < 2:
+        err.print("[yellow]One model sat this exam: IRT difficulty needs two or more.[/]")
+    if out_path is not None:
+        out.print(f"Wrote {len(kept)} items ({keep}) to {out_path}")
+
+
 def _teach_seeds(settings, seeds_text: str, resume: bool, as_json: bool) -> None:  # noqa: ANN001
     from magister.teach import Teach
     from magister.teach.seeds import run_seeds

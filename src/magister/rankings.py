@@ -99,3 +99,19 @@ def correctness_matrix(store: Store, exam: str) -> tuple[np.ndarray, list[str], 
             if grade.correct is not None:
                 matrix[i, position[item]] = float(grade.correct)
     return matrix, items, [run.model for run in runs]
+
+
+def item_difficulty(store: Store, exam: str) -> tuple[list[dict[str, Any]], list[str]]:
+    """Per item of an exam: the share of models that got it right and its IRT difficulty (2PL, when two or
+    more models sat it), from the latest run of each model; hardest first. Also returns the models."""
+    from magister.stats.irt import fit_2pl
+
+    matrix, items, models = correctness_matrix(store, exam)
+    answered = ~np.isnan(matrix)
+    share = np.where(answered.any(axis=0), np.nansum(matrix, axis=0) / np.maximum(answered.sum(axis=0), 1), np.nan)
+    difficulty = fit_2pl(matrix).difficulty if len(models) >= 2 else np.full(len(items), np.nan)
+    rows = [{"item_id": item, "models": int(answered[:, j].sum()), "share_correct": float(share[j]),
+             "irt_difficulty": None if np.isnan(difficulty[j]) else float(difficulty[j])}
+            for j, item in enumerate(items)]
+    rows.sort(key=lambda r: (r["share_correct"], -(r["irt_difficulty"] or 0.0)))
+    return rows, models
