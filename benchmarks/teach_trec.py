@@ -219,7 +219,8 @@ def main() -> None:
                 extra["untargeted_write"].append({"n": kept, **info})
                 out = teach_arm(base.model_copy(update={"out": here / "untargeted", "rounds": 0, "seed": path}),
                                 store, first)
-                runs["untargeted"].append(record(seed, out, 0))
+                runs["untargeted"].append({**record(seed, out, 0), "teacher_tokens": info["tokens"],
+                                           "teacher_calls": info["calls"]})
                 graded["untargeted"].append(grades(out, 0))
             if "llm2llm" in wanted:
                 out = teach_arm(base.model_copy(update={

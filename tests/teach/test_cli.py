@@ -41,3 +41,21 @@ def test_teach_cli_rejects_a_bad_config_cleanly(tmp_path: Path) -> None:
     config.write_text("seed: a.jsonl\nexam: b.jsonl\nstrategies: [guess]\n")
     result = runner.invoke(app, ["teach", str(config)])
     assert result.exit_code == 1 and "field 'strategies.0'" in result.output
+
+
+def test_teach_cli_over_training_seeds(task: tuple[Path, Path], tiny_student: Path, tmp_path: Path) -> None:
+    seed, exam = task
+    out = tmp_path / "seeds"
+    args = ["teach", "--seed", str(seed), "--exam", str(exam), "--student", str(tiny_student), "--rounds", "1",
+            "--strategies", "replay", "--teacher", "mock:echo", "--epochs", "1", "--train-seeds", "0,1",
+            "--out", str(out)]
+    result = runner.invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    analysis = json.loads(result.stdout)
+    assert analysis["seeds"] == 2 and len(analysis["round0"]["per_seed"]) == 2
+    assert (out / "seed-0" / "round-1").exists() and (out / "seed-1" / "round-1").exists()
+    table = runner.invoke(app, args)  # finished seeds are read back
+    assert table.exit_code == 0, table.output
+    assert "round 0 (seed only)" in table.stdout and "change" in table.stdout
+    bad = runner.invoke(app, [*args[:-4], "--train-seeds", "0,x", "--out", str(tmp_path / "bad")])
+    assert bad.exit_code == 1 and "comma-separated integers" in bad.output

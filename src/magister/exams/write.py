@@ -247,14 +247,14 @@ def _write_pass(jobs: list[tuple[str, int]], *, like: list[Item], teacher: Model
         for (label, _), completion in zip(batch, completions):
             written.calls += 1
             written.tokens += completion.prompt_tokens + completion.completion_tokens
-            made += completion.completion_tokens
+            made += 0 if completion.cached else completion.completion_tokens
             pairs = read_lines(completion.text, label if kind is Kind.classification else None)[:per_call]
             if not pairs:
                 written.parse_failures += 1
             for text, answer in pairs:
                 drafts.append(_draft(text, answer, label, kind))
         elapsed = bar.tasks[task].elapsed or 0.0
-        bar.update(task, advance=len(batch), rate=f"{made / elapsed:.1f} tok/s" if elapsed else "")
+        bar.update(task, advance=len(batch), rate=f"{made / elapsed:.1f} new tok/s" if elapsed else "")
     return drafts
 
 
