@@ -467,7 +467,7 @@ def write(
     as_json: JsonOpt = False,
 ) -> None:
     """Have the teacher write a new exam like the examples: label-balanced, deduplicated, verified."""
-    from magister.exams.load import FieldMap, load_exam
+    from magister.exams.load import FieldMap, item_row, load_exam
     from magister.exams.write import write_exam
     from magister.models.base import load_model
     from magister.store import Store
@@ -505,8 +505,7 @@ def write(
         if verifier_model is not None:
             verifier_model.close()
         store.close()
-    rows = [{"id": i.id, "input": i.input, "reference": i.reference, "kind": i.kind.value,
-             **({"labels": i.labels} if i.labels else {}), **i.meta} for i in written.items]
+    rows = [item_row(i) for i in written.items]
     out_path.parent.mkdir(parents=True, exist_ok=True)
     partial = out_path.with_name(out_path.name + ".partial")
     partial.write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -628,6 +627,7 @@ def difficulty(
     as_json: JsonOpt = False,
 ) -> None:
     """Per-item difficulty of an exam several models have sat: share correct and IRT difficulty."""
+    from magister.exams.load import item_row
     from magister.rankings import item_difficulty, latest_runs
     from magister.store import Store
 
@@ -643,11 +643,8 @@ def difficulty(
     if out_path is not None:
         lines = []
         for r in kept:
-            item = items[r["item_id"]]
-            lines.append(json.dumps({"id": item.id, "input": item.input, "reference": item.reference,
-                                     "kind": item.kind.value, **({"labels": item.labels} if item.labels else {}),
-                                     **({"choices": item.choices} if item.choices else {}), **item.meta,
-                                     "share_correct": r["share_correct"], "irt_difficulty": r["irt_difficulty"]}))
+            lines.append(json.dumps({**item_row(items[r["item_id"]]), "share_correct": r["share_correct"],
+                                     "irt_difficulty": r["irt_difficulty"]}))
         out_path.write_text("".join(line + "\n" for line in lines))
     if as_json:
         print(json.dumps({"exam": exam, "models": models, "items": rows, "kept": len(kept)}))

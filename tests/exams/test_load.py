@@ -10,7 +10,7 @@ import pytest
 from helpers import write_jsonl
 from magister.errors import DataError
 from magister.exams.load import FieldMap, load_exam, numeric_reference, pick_fewshot
-from magister.types import Kind
+from magister.types import Item, Kind
 
 
 def test_jsonl_classification_inferred(tmp_path: Path) -> None:
@@ -221,3 +221,15 @@ def test_pick_fewshot_spreads_labels_and_is_seeded(tmp_path: Path) -> None:
     assert sorted(s.reference for s in shots) == ["a", "a", "b", "b", "c", "c"]
     assert [s.id for s in shots] == [s.id for s in pick_fewshot(items, 6, seed=1)]
     assert json.dumps([s.id for s in shots]) != json.dumps([s.id for s in pick_fewshot(items, 6, seed=2)])
+
+
+def test_item_rows_read_back_to_the_same_items(tmp_path: Path) -> None:
+    from magister.exams.load import item_row
+
+    items = [Item(id="a", input="Where is Rome?", reference="location", kind=Kind.classification,
+                  labels=["human", "location"], meta={"written_by": "teacher"}),
+             Item(id="b", input="2 + 2?", reference="4", kind=Kind.numeric),
+             Item(id="c", input="Pick one", reference="B", kind=Kind.multiple_choice, choices=["x", "y"])]
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(json.dumps(item_row(i)) + "\n" for i in items))
+    assert load_exam(path).items == items

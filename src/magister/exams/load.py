@@ -55,6 +55,14 @@ def load_exam(source: str | Path, fields: FieldMap | None = None, *, name: str |
     return Exam(name=exam_name, items=items, source=label)
 
 
+def item_row(item: Item) -> dict[str, Any]:
+    """An item as a row of Magister's own JSONL (kind and labels declared, meta flattened), which
+    `load_exam` reads back to the same item."""
+    return {"id": item.id, "input": item.input, "reference": item.reference, "kind": item.kind.value,
+            **({"labels": item.labels} if item.labels else {}), **({"choices": item.choices} if item.choices else {}),
+            **item.meta}
+
+
 def pick_fewshot(items: list[Item], k: int, seed: int = 0) -> list[Item]:
     """k worked examples, spread over the labels (classification) and kinds, reproducibly."""
     import random

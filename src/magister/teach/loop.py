@@ -280,14 +280,19 @@ class Teach:
         pool = data if self.config.mine == "all" else [i for i in data if "strategy" not in i.meta]
         exam = Exam(name=self.seed.name if self.config.mine == "seed" else f"{self.seed.name}-all", items=pool,
                     instructions=self.exam.instructions)
+        return self._missed(model_dir, exam)[0]
+
+    def _missed(self, model_dir: Path, exam: Exam) -> tuple[list[Mined], dict[str, Any]]:
+        """The student in `model_dir` sits `exam`: the items it got wrong with its answers, and the run."""
         model = load_model(f"hf:{model_dir}")
         try:
             summary = sit(exam, model, self.store, console=self.console, progress=self.progress)
             graded = self.store.answers(summary.run_id)
         finally:
             model.close()
-        items = {i.id: i for i in pool}
-        return [Mined(items[a.item_id], a.text) for a, g in graded if not g.correct]
+        items = {i.id: i for i in exam.items}
+        missed = [Mined(items[a.item_id], a.text) for a, g in graded if not g.correct]
+        return missed, {"student_accuracy": summary.accuracy, "student_run": summary.run_id}
 
     def _mine_probe(self, record: Round, previous: Path, data: list[Item]) -> list[Mined]:
         """The teacher writes a fresh probe exam (weighted to the labels missed last round); the student
@@ -322,16 +327,8 @@ class Teach:
             self._save_round(record)
         probe = self._probe(directory)
         exam = Exam(name=f"{self.seed.name}-probe-r{record.round}", items=probe, instructions=self.exam.instructions)
-        model = load_model(f"hf:{previous / 'model'}")
-        try:
-            summary = sit(exam, model, self.store, console=self.console, progress=self.progress)
-            graded = self.store.answers(summary.run_id)
-        finally:
-            model.close()
-        items = {i.id: i for i in probe}
-        mined = [Mined(items[a.item_id], a.text) for a, g in graded if not g.correct]
-        record.probe = {**(record.probe or {}), "student_accuracy": summary.accuracy, "student_run": summary.run_id,
-                        "missed": len(mined)}
+        mined, sat = self._missed(previous / "model", exam)
+        record.probe = {**(record.probe or {}), **sat, "missed": len(mined)}
         return mined
 
     def _probe(self, directory: Path) -> list[Item]:
