@@ -206,10 +206,10 @@ def write_exam(like: Exam, teacher: Model, store: Store, *, n: int, labels: Sequ
                                  kind=kind)
             _filter(drafts, existing, exclude, similarity, dedupe_method, threshold)
             todo = [(d, _item(d, items[0], f"{prefix}{len(written.drafts) + j}")) for j, d in enumerate(drafts)]
-            task = bar.add_task(f"verifying (pass {number + 1})", total=sum(d.reason is None for d, _ in todo),
-                                rate="")
-            calls, tokens = verify(todo, checked_verifier, store, verify_mode, samples, shots)
-            bar.update(task, completed=sum(d.reason is None or d.reason.startswith("verifier") for d, _ in todo))
+            asks = sum(d.reason is None for d, _ in todo) * (samples if verify_mode == "majority" else 1)
+            task = bar.add_task(f"verifying (pass {number + 1})", total=asks if verify_mode != "off" else 0, rate="")
+            calls, tokens = verify(todo, checked_verifier, store, verify_mode, samples, shots,
+                                   on_calls=lambda k: bar.advance(task, k))
             if checked_verifier is teacher:
                 written.calls += calls
                 written.tokens += tokens

@@ -393,9 +393,10 @@ class Teach:
             mode = mode if trial.trusted else "off"
         with progress_bar(self.console, self.progress) as bar:
             todo = sum(d.reason is None and not d.replay for d, _ in items) if mode != "off" else 0
-            task = bar.add_task(f"round {record.round}: verifying", total=todo, rate="")
-            more_calls, more_tokens = verify(items, verifier, self.store, mode, config.verify_samples, shots)
-            bar.update(task, completed=todo)
+            task = bar.add_task(f"round {record.round}: verifying", rate="",
+                                total=todo * (config.verify_samples if mode == "majority" else 1))
+            more_calls, more_tokens = verify(items, verifier, self.store, mode, config.verify_samples, shots,
+                                             on_calls=lambda k: bar.advance(task, k))
         calls, tokens = calls + more_calls, tokens + more_tokens
         if (config.verifier or config.teacher) == config.teacher:
             self.teacher.calls += calls

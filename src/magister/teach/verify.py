@@ -21,6 +21,7 @@ from magister.models.base import Model
 from magister.sit import answer_from
 from magister.store import Store
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -30,8 +31,10 @@ from magister.types import Exam, Item
 
 
 def verify(drafts: list[tuple[Draft, Item]], verifier: Model, store: Store, mode: str, samples: int,
-           shots: list[Item]) -> tuple[int, int]:
-    """Set `reason` on drafts the verifier disagrees with; returns (verifier calls, tokens)."""
+           shots: list[Item], on_calls: Callable[[int], None] | None = None) -> tuple[int, int]:
+    """Set `reason` on drafts the verifier disagrees with; returns (verifier calls, tokens).
+
+    `on_calls` (progress) is called with the number of verifier requests each batch finished."""
     todo = [(d, item) for d, item in drafts if d.reason is None and not d.replay]
     if mode == "off" or not todo:
         return 0, 0
@@ -49,6 +52,8 @@ def verify(drafts: list[tuple[Draft, Item]], verifier: Model, store: Store, mode
         completions.extend(zip(keys, done))
         calls += len(done)
         tokens += sum(c.prompt_tokens + c.completion_tokens for c in done)
+        if on_calls is not None:
+            on_calls(len(done))
     position = 0
     for (draft, item), plan in zip(todo, plans):
         grades = [auto(item, answer_from(item, key, c)) for key, c in completions[position:position + len(plan)]]
