@@ -9,9 +9,11 @@ benchmarks/offline_teacher.py; --teacher overrides). Arms, with the same trainin
   (b) seed_only        LoRA fine-tuned on the seed alone (round 0 of every teaching arm)
   (c) llm2llm          vanilla LLM2LLM: the student sits its seed items, `similar` on the missed
                        ones, wrong answer hidden, no dedupe, no verification
-  (d) magister         probe mining: the teacher writes a fresh probe exam, the student sits it, and
-                       the missed probe items (kept) plus `similar` and `new` examples written from
-                       them, the wrong answer shown, ROUGE-L dedupe, verification by the teacher
+  (d) magister         probe mining: the teacher writes a fresh probe exam, the student sits it; the
+                       probe items it missed, and its least certain right answers up to a quarter of
+                       the probe (near misses, with the runner-up label as the "wrong" answer), are
+                       kept, and `similar` and `new` examples are written from them, the wrong
+                       answer shown, ROUGE-L dedupe, verification by the teacher
   (e) untargeted       the same number of teacher-written examples as (d) for that seed, written and
                        verified the same way (`magister write`), balanced over the labels, not
                        conditioned on the student's errors: (d) vs (e) tests targeting, not more data
@@ -157,6 +159,8 @@ def main() -> None:
     parser.add_argument("--seed-size", type=int, default=100)
     parser.add_argument("--per-item", type=int, default=2)
     parser.add_argument("--probe-size", type=int, default=80)
+    parser.add_argument("--near-misses", type=float, default=0.25,
+                        help="(d) also mines the least certain right probe answers, up to this share of the probe")
     parser.add_argument("--epochs", type=float, default=5.0)
     parser.add_argument("--full-epochs", type=float, default=1.0)
     parser.add_argument("--lora-r", type=int, default=16)
@@ -209,6 +213,7 @@ def main() -> None:
             if "magister" in wanted or "untargeted" in wanted:
                 out = teach_arm(base.model_copy(update={
                     "out": here / "magister", "mine": "probe", "strategies": MAGISTER_STRATEGIES,
+                    "probe_near_misses": args.near_misses,
                     "show_wrong_answer": True, "dedupe": "rouge", "verify": "teacher"}), store, first)
                 runs["magister"].append(record(seed, out))
                 graded["magister"].append(grades(out))
@@ -268,6 +273,7 @@ def main() -> None:
         "seeds": list(range(args.seeds)), "seed_size": args.seed_size, "seed_draw": "class-balanced, random.Random(0)",
         "exam_items": len(items), "student": "SmolLM2-135M-Instruct (embedded GGUF, de-quantised to float32)",
         "teacher": teacher_spec, "rounds": args.rounds, "per_item": args.per_item, "probe_size": args.probe_size,
+        "probe_near_misses": args.near_misses,
         "magister_strategies": MAGISTER_STRATEGIES, "method": "lora", "lora_r": args.lora_r,
         "lora_alpha": 2 * args.lora_r, "target_modules": "all-linear", "epochs": args.epochs,
         "full_data_epochs": args.full_epochs, "learning_rate": args.learning_rate, "batch_size": 8,

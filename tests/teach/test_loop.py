@@ -248,3 +248,23 @@ def test_train_seeds_compare_the_last_round_with_round_0_over_seeds(config: Teac
     assert len(analysis["final"]["per_seed"]) == 2 and analysis["final_vs_round0"]["training_variance"]
     again = run_seeds(config, [0, 1], make=make)  # finished seeds are read back, not retrained
     assert again == analysis
+
+
+def test_probe_near_misses_add_the_least_certain_right_answers(config: TeachConfig) -> None:
+    config.rounds, config.mine, config.strategies = 1, "probe", ["similar"]
+    config.probe_size, config.probe_per_call, config.probe_near_misses = 6, 3, 1.0
+    teach = run(config)
+    probe = teach.rounds[1].probe
+    assert probe is not None and probe["missed"] + probe["near_misses"] == teach.rounds[1].mined == probe["kept"]
+    mined = json.loads((config.out / "round-1" / "mined.json").read_text())
+    labels = {"negative", "positive"}
+    assert all(m["wrong"] in labels for m in mined)  # a near miss carries the runner-up label
+
+
+def test_margin_is_the_reference_above_the_runner_up() -> None:
+    from magister.types import Answer, Item, Kind
+
+    item = Item(id="x", input="t", reference="b", kind=Kind.classification, labels=["a", "b", "c"])
+    answer = Answer(item_id="x", text="b", choice_logprobs={"a": -2.0, "b": -0.5, "c": -1.0}, request_key="k")
+    assert teach_loop.margin(item, answer) == (0.5, "c")
+    assert teach_loop.margin(item, answer.model_copy(update={"choice_logprobs": None})) == (None, "")

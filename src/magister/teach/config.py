@@ -77,6 +77,9 @@ class TeachConfig(BaseModel):
                             "data so far, or a fresh probe exam the teacher writes each round.")
     probe_size: int = Field(120, ge=1, description="Items of each round's probe exam (`mine: probe`).")
     probe_per_call: int = Field(10, ge=1, le=30, description="Probe items the teacher writes per call.")
+    probe_near_misses: float = Field(
+        0.0, ge=0.0, le=1.0, description="Also mine the probe items the student got right by the smallest "
+                                         "log-probability margin, up to this share of the probe (near misses).")
     dedupe: Literal["rouge", "embedding", "off"] = "rouge"
     dedupe_threshold: float = Field(0.7, gt=0.0, le=1.0)
     verify: Literal["off", "teacher", "majority"] = "teacher"

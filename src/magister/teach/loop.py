@@ -292,7 +292,15 @@ class Teach:
             model.close()
         items = {i.id: i for i in exam.items}
         missed = [Mined(items[a.item_id], a.text) for a, g in graded if not g.correct]
-        return missed, {"student_accuracy": summary.accuracy, "student_run": summary.run_id}
+        sat = {"student_accuracy": summary.accuracy, "student_run": summary.run_id, "missed": len(missed),
+               "near_misses": 0}
+        near = int(round(self.config.probe_near_misses * len(exam.items))) if self.config.mine == "probe" else 0
+        if near > len(missed):  # right, but only just: the runner-up stands in for the wrong answer
+            right = sorted((m, a.item_id, runner_up) for a, g in graded if g.correct
+                           for m, runner_up in [margin(items[a.item_id], a)] if m is not None)
+            missed += [Mined(items[item_id], runner_up) for _, item_id, runner_up in right[:near - len(missed)]]
+            sat["near_misses"] = len(missed) - sat["missed"]
+        return missed, sat
 
     def _mine_probe(self, record: Round, previous: Path, data: list[Item]) -> list[Mined]:
         """The teacher writes a fresh probe exam (weighted to the labels missed last round); the student
@@ -328,7 +336,7 @@ class Teach:
         probe = self._probe(directory)
         exam = Exam(name=f"{self.seed.name}-probe-r{record.round}", items=probe, instructions=self.exam.instructions)
         mined, sat = self._missed(previous / "model", exam)
-        record.probe = {**(record.probe or {}), **sat, "missed": len(mined)}
+        record.probe = {**(record.probe or {}), **sat}
         return mined
 
     def _probe(self, directory: Path) -> list[Item]:
@@ -462,6 +470,15 @@ class Teach:
         return {"config": json.loads(self.config.model_dump_json()), "baseline": self.baseline,
                 "baseline_ci": [low, high], "rounds": [r.to_dict() for r in self.rounds], "stopped": self.stopped,
                 "teacher_calls": self.teacher.calls, "teacher_tokens": self.teacher.tokens}
+
+
+def margin(item: Item, answer: Any) -> tuple[float | None, str]:
+    """How far the reference's log-probability is above the best other candidate's, and that candidate."""
+    scores = answer.choice_logprobs or {}
+    if item.reference not in scores or len(scores) < 2:
+        return None, ""
+    runner_up = max((k for k in scores if k != item.reference), key=lambda k: scores[k])
+    return scores[item.reference] - scores[runner_up], runner_up
 
 
 def _reason_kind(reason: str) -> str:
