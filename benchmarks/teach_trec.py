@@ -15,8 +15,9 @@ benchmarks/offline_teacher.py; --teacher overrides). Arms, with the same trainin
                        kept, and `similar` and `new` examples are written from them, the wrong
                        answer shown, ROUGE-L dedupe, verification by the teacher
   (e) untargeted       the same number of teacher-written examples as (d) for that seed, written and
-                       verified the same way (`magister write`), balanced over the labels, not
-                       conditioned on the student's errors: (d) vs (e) tests targeting, not more data
+                       verified the same way (`magister write`, the calls of (d)'s probe), balanced
+                       over the labels, not conditioned on the student's errors: (d) vs (e) tests
+                       targeting, not more data
   (f) teacher_fewshot  the teacher itself with 12 worked examples from the seed
   (g) full_data        the student fine-tuned on all 5,452 labelled TREC training items (one seed,
                        --full-epochs epochs): what distillation could reach
@@ -134,7 +135,10 @@ def record(seed: int, out: Path, number: int | None = None) -> dict:
 
 def untargeted(seed_rows: list[dict], n: int, teacher: object, store: Store, exclude: list, work: Path,
                base: TeachConfig) -> tuple[Path, dict]:
-    """The control's training file: the seed plus n balanced teacher-written items (cached per n)."""
+    """The control's training file: the seed plus n balanced teacher-written items (cached per n).
+
+    Written exactly as (d)'s round-1 probe is (same prompts, sampling seeds and filters, so the
+    calls come from the cache): n items of the same pool, chosen without looking at the student."""
     path = work / f"untargeted-{n}.jsonl"
     info_path = work / f"untargeted-{n}.json"
     if not path.exists():
@@ -143,7 +147,7 @@ def untargeted(seed_rows: list[dict], n: int, teacher: object, store: Store, exc
         written = write_exam(seed_exam, teacher, store, n=n, per_call=base.probe_per_call, avoid=seed_exam.items,
                              exclude=exclude, verify_mode=base.verify, verify_shots=base.verify_shots,
                              dedupe_method=base.dedupe, threshold=base.dedupe_threshold,
-                             temperature=base.temperature, seed=1000, prefix="u")
+                             temperature=base.temperature, seed=1, prefix="u")
         rows = seed_rows + [{"id": i.id, "text": i.input, "label": i.reference} for i in written.items]
         info = {**written.summary(), "wall_s": time.perf_counter() - started}
         info_path.write_text(json.dumps(info, indent=2))
