@@ -392,6 +392,11 @@ def judge_check(
                       f"Pearson {c['pearson']:.3f}")
     if "flip_rate" in report:
         table.add_row("order flip rate", f"{report['flip_rate']:.1%} (counted as ties)")
+        bias = report.get("position_bias")
+        table.add_row("position bias", "-" if bias is None else f"P(first shown is better) = {bias:.2f} (0.50: none)")
+        d = report["debiased"]
+        table.add_row("debiased verdicts (both orders' log-odds)", f"kappa {d['kappa']:.3f} · agreement "
+                      f"{d['accuracy']:.1%}")
     if "alt_test" in report:
         a = report["alt_test"]
         table.add_row("alt-test", f"{'passed' if a['passed'] else 'failed'}: winning rate {a['winning_rate']:.2f}, "

@@ -57,6 +57,7 @@ def test_pairwise_flip_rate(store: Store, tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "pairs.jsonl", rows)
     report = check(path, "pairwise", Judge(MockModel("mock:first"), store), Columns())
     assert report["flip_rate"] == 1.0 and report["tie_rate"] == 1.0 and report["accuracy"] == 0.0
+    assert report["position_bias"] > 0.9 and report["debiased"]["accuracy"] == 0.0  # no lean: ties
 
 
 def test_missing_field_names_line_and_field(store: Store, tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ import numpy as np
 
 from magister.errors import ConfigError
 from magister.jsonl import read_rows
-from magister.judges.judge import Judge
+from magister.judges.judge import Judge, position_bias
 from magister.stats.agreement import alt_test, bootstrap_ci, correlations, kappa
 from magister.store import Store
 from magister.types import Answer, Grade, Item, Kind
@@ -115,7 +115,9 @@ def check(path: str | Path, grader: str, judge: Judge, columns: Columns, limit: 
         winners = [v.winner for v in verdicts]
         report.update(n=len(rows), parse_failures=sum(not v.parsed for v in verdicts),
                       flip_rate=float(np.mean([v.flipped for v in verdicts])),
-                      tie_rate=float(np.mean([w == "tie" for w in winners])), **_agreement(winners, humans))
+                      tie_rate=float(np.mean([w == "tie" for w in winners])),
+                      position_bias=position_bias(verdicts), **_agreement(winners, humans))
+        report["debiased"] = _agreement([v.debiased for v in verdicts], humans)
         sample = pairs[:REPEAT_SAMPLE]
         report["repeat_agreement"] = _repeat_agreement(lambda j: [v.winner for v in j.pairwise(sample)], judge)
     elif grader in ("match", "checklist", "rubric"):

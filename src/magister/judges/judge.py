@@ -56,13 +56,22 @@ class Usage:
 
 @dataclass(frozen=True)
 class PairVerdict:
-    """A pairwise judgment in both orders."""
+    """A pairwise judgment in both orders.
+
+    `winner` needs both orders to agree (a tie when they do not). `debiased` compares the two
+    orders' log-odds instead: with l1 = logit P(first | a shown first) and l2 = logit P(first |
+    b shown first), a judge with a position bias beta adds beta to both, so (l1 - l2) / 2 is
+    the evidence for a with the bias cancelled (as PriDe divides out a position prior), and
+    a consistent lean survives even when the judge picks the first position every time.
+    """
 
     winner: str  # "a", "b" or "tie" (the two orders disagreed)
     p_a: float  # mean over both orders of P(response a is better)
     flipped: bool
     parsed: bool
     raw: str
+    debiased: str = "tie"  # "a" or "b" by the sign of (l1 - l2) / 2; "tie" when it is 0 or unreadable
+    p_first: tuple[float, float] | None = None  # P(first shown is better) in order (a, b) and in order (b, a)
 
 
 @dataclass
@@ -211,9 +220,22 @@ class Judge:
             p_a = (p1 + (1 - p2)) / 2
             a_first, a_second = p1 > 0.5, (1 - p2) > 0.5
             winner = ("a" if a_first else "b") if a_first == a_second else "tie"
+            evidence = (_logit(p1) - _logit(p2)) / 2
+            debiased = "a" if evidence > 0 else "b" if evidence < 0 else "tie"
             raw = json.dumps([first.choice_logprobs or first.text, second.choice_logprobs or second.text])
-            verdicts.append(PairVerdict(winner, p_a, a_first != a_second, True, raw))
+            verdicts.append(PairVerdict(winner, p_a, a_first != a_second, True, raw, debiased, (p1, p2)))
         return verdicts
+
+
+def position_bias(verdicts: Sequence[PairVerdict]) -> float | None:
+    """Mean P(the first-shown response is better) over both orders of every readable pair; 0.5 is unbiased."""
+    shown = [p for v in verdicts if v.p_first for p in v.p_first]
+    return sum(shown) / len(shown) if shown else None
+
+
+def _logit(p: float, eps: float = 1e-6) -> float:
+    p = min(max(p, eps), 1 - eps)
+    return math.log(p / (1 - p))
 
 
 def _p_first(c: Completion) -> float | None:
