@@ -13,6 +13,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from rich.console import Console
 
@@ -24,6 +25,7 @@ from magister.judges.judge import JUDGED, Judge
 from magister.models.base import Model
 from magister.stats import mean_ci, wilson
 from magister.progress import progress_bar
+from magister.judges.calibrate import Calibration
 from magister.store import Store
 from magister.types import Answer, Completion, Exam, Grade, Item
 
@@ -50,6 +52,8 @@ class Summary:
     wall_s: float
     resumed_items: int
     judge_repeat_agreement: float | None = None  # judged graders: a second, uncached judgment on a sample
+    judge_share: float | None = None  # `match` with the cascade: share of answers that reached the judge
+    judge_tokens_saved: int | None = None  # estimated: settled answers x judge tokens per judged answer
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -85,29 +89,41 @@ def summarize(run_id: str, exam: Exam, model: str, grader: str, graded: list[tup
         wall_s=wall_s, resumed_items=resumed_items)
 
 
-def grader_for(name: str, judge: Model | None, store: Store) -> Callable[[list[Item], list[Answer]], list[Grade]]:
-    """The batch grading function for a grader name; judged graders ask `judge` through the cache."""
+def grader_for(name: str, judge: Model | None, store: Store, calibration: Path | None = None,
+               cascade: bool = False) -> Callable[[list[Item], list[Answer]], list[Grade]]:
+    """The batch grading function for a grader name; judged graders ask `judge` through the cache.
+
+    `match` takes a calibration file (`magister calibrate`) and the cascade (the rules settle
+    what they can before the judge is asked)."""
     if name not in JUDGED:
         return as_batch(get_grader(name))
     if judge is None:
         raise ConfigError(f"grader '{name}' needs a judge model (--judge SPEC)")
-    return getattr(Judge(judge, store), name)
+    if name != "match" and (calibration is not None or cascade):
+        raise ConfigError(f"calibration and the cascade apply to the 'match' grader, not '{name}'")
+    fitted = Calibration.load(calibration) if calibration is not None else None
+    return getattr(Judge(judge, store, calibration=fitted, cascade=cascade), name)
 
 
 def sit(exam: Exam, model: Model, store: Store, *, grader: str = "auto", judge: Model | None = None,
         use_choices: bool = True, batch_size: int | None = None, console: Console | None = None,
-        progress: bool = True, on_batch: Callable[[int], None] | None = None) -> Summary:
+        progress: bool = True, on_batch: Callable[[int], None] | None = None, calibration: Path | None = None,
+        cascade: bool = False) -> Summary:
     """Make `model` sit `exam`, grading with `grader`; returns the run's Summary.
 
     Judged graders (match, checklist, rubric) need a `judge` model. `use_choices` scores
     closed answer sets by log-probability when the backend can; `on_batch` is called with
     the number of items finished so far (tests use it to interrupt).
     """
-    grade = grader_for(grader, judge, store)
+    grade = grader_for(grader, judge, store, calibration, cascade)
     choices = use_choices and model.supports_choices
     settings: dict[str, object] = {"use_choices": choices}
     if judge is not None and grader in JUDGED:
         settings["judge"] = [judge.spec, judge.identity()]
+    if cascade:
+        settings["cascade"] = True
+    if calibration is not None:  # the file and its content: a grade traces back to the calibration
+        settings["calibration"] = [str(calibration), Calibration.fingerprint(calibration)]
     fp = fingerprint(exam, model, grader, settings)
     run_id = store.resumable_run(fp)
     if run_id is None:
@@ -149,6 +165,13 @@ def sit(exam: Exam, model: Model, store: Store, *, grader: str = "auto", judge: 
                         model_calls=stats["calls"])
     if judge is not None and grader in JUDGED:
         summary.judge_repeat_agreement = repeat_agreement(grader, judge, exam, store.answers(run_id))
+    if cascade:
+        settled = sum(1 for _, g in store.answers(run_id) if (g.rationale or "").startswith("settled by the rules"))
+        summary.judge_share = (summary.n - settled) / summary.n if summary.n else None
+        usage = getattr(grade, "__self__").usage
+        tokens = usage.prompt_tokens + usage.completion_tokens
+        if usage.calls:  # what this invocation's fresh judge calls cost on average
+            summary.judge_tokens_saved = round(settled * tokens / usage.calls)
     store.finish_run(run_id, summary.to_dict())
     return summary
 

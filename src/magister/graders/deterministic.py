@@ -1,4 +1,4 @@
-"""Deterministic graders: exact or normalised label, choice letter, numeric, regex, contains.
+"""Deterministic graders: exact or normalised label, choice letter, numeric, regex, contains, rules.
 
 Each reads what it needs out of the answer text, says what it extracted, and marks the
 grade unparsed when it could read nothing (so parse failures are counted, not hidden).
@@ -106,5 +106,35 @@ def numeric(item: Item, answer: Answer, rel_tol: float = 1e-6, abs_tol: float = 
     return _grade(item, answer, "numeric", None if got is None else f"{got:g}", correct)
 
 
+def _numbers(text: str) -> list[float]:
+    return [float(n.replace(",", "")) for n in re.findall(r"-?\d[\d,]*\.?\d*", text)]
+
+
+def rules_match(reference: str, response: str) -> bool:
+    """The answer-matching rules: normalised containment either way, or every number of the reference
+    found in the response (1% tolerance)."""
+    ref, got = normalize(reference), normalize(response)
+    if ref and (f" {ref} " in f" {got} " or (got and f" {got} " in f" {ref} ")):
+        return True
+    want, have = _numbers(reference), _numbers(response)
+    return bool(want) and all(any(abs(w - h) <= 0.01 * max(abs(w), 1e-9) for h in have) for w in want)
+
+
+def rules(item: Item, answer: Answer) -> Grade:
+    """Free-form answers by rules: see `rules_match`. What these rules accept needs no judge."""
+    got = normalize(answer.text)
+    return _grade(item, answer, "rules", got or None, rules_match(item.reference, answer.text))
+
+
+def token_f1(reference: str, response: str) -> float:
+    """SQuAD's token F1 between the normalised texts."""
+    want, got = normalize(reference).split(), normalize(response).split()
+    common = sum(min(want.count(t), got.count(t)) for t in set(want))
+    if not want or not got or not common:
+        return 0.0
+    precision, recall = common / len(got), common / len(want)
+    return 2 * precision * recall / (precision + recall)
+
+
 GRADERS = {"exact": exact, "label": label, "choice": choice, "numeric": numeric, "regex": regex,
-           "contains": contains}
+           "contains": contains, "rules": rules}

@@ -20,7 +20,8 @@ import numpy as np
 from magister.errors import ConfigError
 from magister.jsonl import read_rows
 from magister.judges.judge import Judge, position_bias
-from magister.stats.agreement import alt_test, bootstrap_ci, correlations, kappa
+from magister.graders.deterministic import GRADERS
+from magister.stats.agreement import alt_test, bootstrap_ci, correlations, kappa, paired_kappa_difference
 from magister.store import Store
 from magister.types import Answer, Grade, Item, Kind
 
@@ -103,9 +104,90 @@ def fit_checklist(grades: Sequence[Grade], labels: Sequence[Any], folds: int = 5
     return cross_val_predict(LogisticRegression(), x, y, cv=folds).astype(bool).tolist()
 
 
-def check(path: str | Path, grader: str, judge: Judge, columns: Columns, limit: int | None = None) -> dict[str, Any]:
-    """Grade a human-labelled file with the judge and report the agreement."""
+def labelled_answers(rows: list[dict[str, Any]], columns: Columns) -> tuple[list[Item], list[Answer]]:
+    """The rows of a human-labelled file as free-form items and the answers to grade."""
+    items = [Item(id=str(r.get("id", n)), input=r[columns.question], reference=str(r.get(columns.reference) or ""),
+                  kind=Kind.free_form) for n, r in enumerate(rows)]
+    answers = [Answer(item_id=i.id, text=str(r[columns.response]), request_key="human-labelled")
+               for i, r in zip(items, rows)]
+    return items, answers
+
+
+def _consensus(humans: list[list[Any]]) -> list[Any]:
+    """One label per row: the humans' majority (for booleans, ties go to 'right' only if most say so)."""
+    if len(humans) == 1:
+        return humans[0]
+    if all(isinstance(v, bool) for col in humans for v in col):
+        return [sum(col[i] for col in humans) * 2 > len(humans) for i in range(len(humans[0]))]
+    return humans[0]
+
+
+def confusion(verdicts: Sequence[bool], truth: Sequence[bool]) -> dict[str, int]:
+    """Counts of the grader's verdict against the human one: tp (both right), fp, fn, tn."""
+    pairs = list(zip(verdicts, truth))
+    return {"tp": sum(v and t for v, t in pairs), "fp": sum(v and not t for v, t in pairs),
+            "fn": sum(t and not v for v, t in pairs), "tn": sum(not v and not t for v, t in pairs)}
+
+
+def calibration_curve(scores: Sequence[float], truth: Sequence[bool], bins: int = 10) -> list[dict[str, float]]:
+    """Reliability: the grader's scores in `bins` equal-width bins, with the share the humans called right."""
+    out = []
+    edges = np.linspace(0, 1, bins + 1)
+    s, t = np.asarray(scores, dtype=float), np.asarray(truth, dtype=bool)
+    for low, high in zip(edges[:-1], edges[1:]):
+        inside = (s >= low) & ((s < high) if high < 1 else (s <= high))
+        if inside.any():
+            out.append({"low": float(low), "high": float(high), "n": int(inside.sum()),
+                        "mean_score": float(s[inside].mean()), "human_right": float(t[inside].mean())})
+    return out
+
+
+def _calibrate(rows: list[dict[str, Any]], items: list[Item], grades: list[Grade], humans: list[list[Any]],
+               consensus: list[Any], columns: Columns, folds: int, judge: Judge) -> dict[str, Any]:
+    from magister.judges.calibrate import features, fit
+
+    x = [features(i.reference, str(r[columns.response]), g.score) for i, r, g in zip(items, rows, grades)]
+    fitted = fit(x, [bool(v) for v in consensus], folds=folds)
+    fitted.judge, fitted.source = judge.model.spec, ""
+    held = {method: {**_agreement(r["verdicts"], humans), "in_sample_kappa_vs_consensus": r["in_sample_kappa"],
+                     "heldout_kappa_vs_consensus": r["kappa"]} for method, r in fitted.heldout.items()}
+    chosen = fitted.heldout[fitted.method]["verdicts"]
+    return {"calibration": {"method": fitted.method, "threshold": fitted.threshold, "folds": folds,
+                            "verdicts": chosen, "heldout": held, **_agreement(chosen, humans)},
+            "_calibration": fitted}
+
+
+def _check_deterministic(path: str | Path, grader: str, columns: Columns, limit: int | None,
+                         started: float) -> dict[str, Any]:
+    rows = read_rows(path, [columns.question, columns.response, *columns.human], limit)
+    items, answers = labelled_answers(rows, columns)
+    grades = [GRADERS[grader](i, a) for i, a in zip(items, answers)]
+    humans = [[_label(r[h], columns.match_threshold) for r in rows] for h in columns.human]
+    verdicts = [bool(g.correct) for g in grades]
+    report: dict[str, Any] = {"path": str(path), "grader": grader, "judge": "-", "n": len(rows),
+                              "parse_failures": sum(not g.parsed for g in grades), **_agreement(verdicts, humans)}
+    consensus = _consensus(humans)
+    if all(isinstance(v, bool) for v in consensus):
+        report["confusion"] = confusion(verdicts, consensus)
+    elapsed = time.perf_counter() - started
+    report.update(usage=None, tokens_per_grade=0.0, grades_per_s=len(rows) / max(elapsed, 1e-9), wall_s=elapsed,
+                  repeat_agreement=1.0)
+    return report
+
+
+def check(path: str | Path, grader: str, judge: Judge | None, columns: Columns, limit: int | None = None, *,
+          baseline: str | None = None, calibrate: bool = False, folds: int = 5) -> dict[str, Any]:
+    """Grade a human-labelled file with the judge (or a deterministic grader) and report the agreement.
+
+    `baseline`: a deterministic grader graded on the same rows, with a paired bootstrap test of the
+    kappa difference. `calibrate` (match): fit a calibration with `folds`-fold cross-validation and
+    report its held-out agreement (`report["calibration"]`, and the fitted object under "_calibration").
+    """
     started = time.perf_counter()
+    if grader in GRADERS:
+        return _check_deterministic(path, grader, columns, limit, started)
+    if judge is None:
+        raise ConfigError(f"grader '{grader}' needs a judge")
     report: dict[str, Any] = {"path": str(path), "grader": grader, "judge": judge.model.spec, "guarded": judge.guarded}
     if grader == "pairwise":
         rows = read_rows(path, [columns.instruction, columns.response_a, columns.response_b, *columns.human], limit)
@@ -122,18 +204,30 @@ def check(path: str | Path, grader: str, judge: Judge, columns: Columns, limit: 
         report["repeat_agreement"] = _repeat_agreement(lambda j: [v.winner for v in j.pairwise(sample)], judge)
     elif grader in ("match", "checklist", "rubric"):
         rows = read_rows(path, [columns.question, columns.response, *columns.human], limit)
-        items = [Item(id=str(r.get("id", n)), input=r[columns.question], reference=str(r.get(columns.reference) or ""),
-                      kind=Kind.free_form) for n, r in enumerate(rows)]
-        answers = [Answer(item_id=i.id, text=str(r[columns.response]), request_key="human-labelled")
-                   for i, r in zip(items, rows)]
+        items, answers = labelled_answers(rows, columns)
 
         def grade_all(j: Judge, its: list[Item] = items, ans: list[Answer] = answers) -> list[Grade]:
             return getattr(j, grader)(its, ans)
 
         grades = grade_all(judge)
         humans = [[_label(r[h], columns.match_threshold) for r in rows] for h in columns.human]
-        report.update(n=len(rows), parse_failures=sum(not g.parsed for g in grades),
-                      **_agreement([bool(g.correct) for g in grades], humans))
+        verdicts = [bool(g.correct) for g in grades]
+        report.update(n=len(rows), parse_failures=sum(not g.parsed for g in grades), **_agreement(verdicts, humans))
+        consensus = _consensus(humans)
+        if all(isinstance(v, bool) for v in consensus):
+            report["confusion"] = confusion(verdicts, consensus)
+            report["calibration_curve"] = calibration_curve([g.score for g in grades], consensus)
+        if grader == "match" and judge.cascade:
+            report["judge_share"] = judge.usage.judged / max(len(rows), 1)
+        if calibrate:
+            if grader != "match":
+                raise ConfigError("--calibrate fits the 'match' grader's verdicts")
+            report.update(_calibrate(rows, items, grades, humans, consensus, columns, folds, judge))
+        if baseline is not None:
+            base = [bool(GRADERS[baseline](i, a).correct) for i, a in zip(items, answers)]
+            report["baseline"] = {"grader": baseline, **_agreement(base, humans)}
+            mine = report.get("calibration", {}).get("verdicts", verdicts)
+            report["vs_baseline"] = paired_kappa_difference(mine, base, humans)
         if grader == "checklist":
             fitted = fit_checklist(grades, humans[0])
             if fitted is not None:

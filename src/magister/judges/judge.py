@@ -27,7 +27,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from magister.cache import ask
+from magister.graders.deterministic import rules_match
 from magister.judges import prompts
+from magister.judges.calibrate import Calibration, features
 from magister.models.base import Model
 from magister.store import Store
 from magister.types import Answer, Completion, Grade, Item, Message, Request
@@ -42,13 +44,16 @@ FALLBACK_CHECKLIST = ["Does the response answer the question that was asked?",
 
 @dataclass
 class Usage:
-    """What the judge cost: model calls (cache misses), tokens in and out, seconds."""
+    """What the judge cost: model calls (cache misses), tokens in and out, seconds; and, with the cascade,
+    how many answers the rules settled without a judge call."""
 
     calls: int = 0
     cached: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
     seconds: float = 0.0
+    judged: int = 0  # answers that reached the judge (`match`)
+    settled: int = 0  # answers the rules settled first (`match` with the cascade)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -82,6 +87,8 @@ class Judge:
     store: Store
     guarded: bool = True
     usage: Usage = field(default_factory=Usage)
+    calibration: Calibration | None = None  # `match`: verdicts from a fitted calibration, not P(yes) >= 0.5
+    cascade: bool = False  # `match`: answers the deterministic rules accept are right without a judge call
     on_calls: Callable[[int], None] | None = None  # progress: called with the number of calls just finished
 
     # -- calls --------------------------------------------------------------------------
@@ -147,9 +154,29 @@ class Judge:
     # -- graders --------------------------------------------------------------------------
 
     def match(self, items: Sequence[Item], answers: Sequence[Answer]) -> list[Grade]:
-        verdicts = self.yes_probabilities([prompts.match(i.input, i.reference, a.text, self.guarded)
-                                           for i, a in zip(items, answers, strict=True)])
-        return [_yes_grade(item, "match", p, raw) for item, (p, raw) in zip(items, verdicts)]
+        pairs = list(zip(items, answers, strict=True))
+        settled = [self.cascade and rules_match(i.reference, a.text) for i, a in pairs]
+        todo = [(i, a) for (i, a), done in zip(pairs, settled) if not done]
+        verdicts = iter(self.yes_probabilities([prompts.match(i.input, i.reference, a.text, self.guarded)
+                                                for i, a in todo]))
+        self.usage.judged += len(todo)
+        self.usage.settled += len(pairs) - len(todo)
+        grades = []
+        for (item, answer), done in zip(pairs, settled):
+            if done:
+                grades.append(Grade(item_id=item.id, grader="match", score=1.0, correct=True, extracted="yes",
+                                    rationale="settled by the rules (the reference is in the answer), no judge call"))
+                continue
+            p, raw = next(verdicts)
+            grade = _yes_grade(item, "match", p, raw)
+            if self.calibration is not None and p is not None:
+                right, probability = self.calibration.decide(features(item.reference, answer.text, p))
+                grade = grade.model_copy(update={
+                    "score": probability, "correct": right, "extracted": "yes" if right else "no",
+                    "rationale": f"P(yes) = {p:.3f}; calibrated ({self.calibration.method}): {probability:.3f} "
+                                 f"{'>=' if right else '<'} {self.calibration.threshold:.3f}"})
+            grades.append(grade)
+        return grades
 
     def checklists(self, items: Sequence[Item]) -> list[tuple[list[str], bool]]:
         """Each item's checklist, and whether it came from the judge (False: given with the item, or fallback)."""
