@@ -30,7 +30,8 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
 
 
 def _sit_and_report(exam, model_spec: str, grader: str, use_choices: bool, as_json: bool,  # noqa: ANN001
-                    anchors=None, judge_spec: str | None = None) -> None:  # noqa: ANN001
+                    anchors=None, judge_spec: str | None = None, calibration: Path | None = None,  # noqa: ANN001
+                    cascade: bool = False) -> None:
     from magister.graders import get_grader
     from magister.judges import JUDGED
     from magister.models.base import load_model
@@ -46,7 +47,7 @@ def _sit_and_report(exam, model_spec: str, grader: str, use_choices: bool, as_js
     store = Store()
     try:
         summary = sit(exam, model, store, grader=grader, judge=judge, use_choices=use_choices,
-                      progress=not as_json)
+                      progress=not as_json, calibration=calibration, cascade=cascade and grader == "match")
         estimate = None
         if anchors is not None:
             estimate = anchors.estimate({g.item_id: bool(g.correct) for _, g in store.answers(summary.run_id)
@@ -68,6 +69,10 @@ def _sit_and_report(exam, model_spec: str, grader: str, use_choices: bool, as_js
     table.add_row("accuracy", f"[bold]{summary.accuracy:.1%}[/]  95% CI {summary.ci_low:.1%} - {summary.ci_high:.1%}"
                   f"  ({summary.correct}/{summary.n})")
     table.add_row("parse failures", str(summary.parse_failures))
+    if summary.judge_share is not None:
+        saved = "" if summary.judge_tokens_saved is None else f", about {summary.judge_tokens_saved} judge tokens saved"
+        table.add_row("cascade", f"{summary.judge_share:.0%} of answers reached the judge (the rules settled the "
+                      f"rest{saved})")
     if summary.judge_repeat_agreement is not None:
         table.add_row("judge repeat agreement", f"{summary.judge_repeat_agreement:.0%} (a second, uncached judgment "
                       "of up to 10 answers)")
@@ -122,6 +127,10 @@ def exam(
                                              "the backend could score the answer set.")] = False,
     anchors: Annotated[Optional[Path], typer.Option(help="Anchors file from `magister anchors`: sit only the "
                                                     "anchor items and estimate the full-exam accuracy.")] = None,
+    calibration: Annotated[Optional[Path], typer.Option(help="--grader match: verdicts from a calibration file "
+                                                        "(`magister calibrate`).")] = None,
+    cascade: Annotated[bool, typer.Option("--cascade/--no-cascade", help="--grader match: answers the rules "
+                                          "settle (the reference is in the answer) need no judge call.")] = True,
     as_json: JsonOpt = False,
 ) -> None:
     """Make a model sit an exam; grade, store and score every answer."""
@@ -145,7 +154,8 @@ def exam(
                         "fit the anchors on this exam")
         loaded = loaded.model_copy(update={"name": f"{loaded.name}-anchors",
                                            "items": [by_id[a] for a in fitted.anchor_ids]})
-    _sit_and_report(loaded, model, grader, not no_choices, as_json, anchors=fitted, judge_spec=judge)
+    _sit_and_report(loaded, model, grader, not no_choices, as_json, anchors=fitted, judge_spec=judge,
+                    calibration=calibration, cascade=cascade)
 
 
 @app.command()
@@ -338,8 +348,20 @@ def anchors(source: Annotated[Optional[Path], typer.Argument(help="Correctness C
 @_guard
 def judge_check(
     path: Annotated[Path, typer.Argument(help="Human-labelled JSONL.")],
-    grader: Annotated[str, typer.Option(help="match, checklist, rubric or pairwise.")] = "match",
+    grader: Annotated[str, typer.Option(help="match, checklist, rubric or pairwise; or a deterministic grader "
+                                        "(rules, contains, exact, numeric ...) to compare with.")] = "match",
     judge: Annotated[str, typer.Option(help="Judge model spec.")] = "llamacpp:smollm2",
+    baseline: Annotated[Optional[str], typer.Option(help="A deterministic grader graded on the same rows, with a "
+                                                    "paired bootstrap test of the kappa difference.")] = None,
+    calibrate: Annotated[bool, typer.Option("--calibrate", help="match: fit the verdict rule on the human labels "
+                                            "(cross-validated; held-out kappa reported).")] = False,
+    calibration_out: Annotated[Optional[Path], typer.Option(help="Where --calibrate saves the calibration "
+                                                            "(default: next to the data, NAME.calibration.json).")]
+    = None,
+    cascade: Annotated[bool, typer.Option("--cascade", help="match: the rules settle what they can first.")]
+    = False,
+    plot: Annotated[Optional[Path], typer.Option(help="Write the reliability curve (scores vs human verdicts) "
+                                                 "as a PNG here.")] = None,
     question: Annotated[str, typer.Option(help="Field with the question.")] = "question",
     reference: Annotated[str, typer.Option(help="Field with the reference answer.")] = "reference",
     response: Annotated[str, typer.Option(help="Field with the graded response.")] = "response",
@@ -360,20 +382,37 @@ def judge_check(
     from magister.models.base import load_model
     from magister.store import Store
 
-    if grader not in ("match", "checklist", "rubric", "pairwise"):
-        raise _fail(f"unknown judged grader '{grader}'; choose match, checklist, rubric or pairwise")
+    from magister.graders.deterministic import GRADERS
+
+    if grader not in ("match", "checklist", "rubric", "pairwise", *GRADERS):
+        raise _fail(f"unknown grader '{grader}'; choose match, checklist, rubric, pairwise or one of "
+                    f"{', '.join(GRADERS)}")
+    if baseline is not None and baseline not in GRADERS:
+        raise _fail(f"--baseline takes a deterministic grader ({', '.join(GRADERS)}), not '{baseline}'")
     columns = Columns(question=question, reference=reference, response=response, instruction=instruction,
                       response_a=response_a, response_b=response_b, human=human or ["human"],
                       match_threshold=match_threshold)
-    model = load_model(judge)
-    store = Store()
-    try:
-        report = check(path, grader, Judge(model, store, guarded=not unguarded), columns, limit=limit)
-    finally:
-        model.close()
-        store.close()
+    if grader in GRADERS:
+        report = check(path, grader, None, columns, limit=limit)
+    else:
+        model = load_model(judge)
+        store = Store()
+        try:
+            report = check(path, grader, Judge(model, store, guarded=not unguarded, cascade=cascade), columns,
+                           limit=limit, baseline=baseline, calibrate=calibrate)
+        finally:
+            model.close()
+            store.close()
+    fitted = report.pop("_calibration", None)
+    if fitted is not None:
+        target = calibration_out or path.with_name(path.stem + ".calibration.json")
+        fitted.source = str(path)
+        fitted.save(target)
+        report["calibration"]["file"] = str(target)
+    if plot is not None and report.get("calibration_curve"):
+        _reliability_plot(report["calibration_curve"], plot, f"{grader} · {judge}")
     if as_json:
-        print(json.dumps(report))
+        print(json.dumps({k: v for k, v in report.items()}))
         return
     table = Table(title=f"Judge {judge} · {grader} · {report['n']} rows of {path.name}", show_header=False)
     low, high = report["kappa_ci"]
@@ -401,10 +440,64 @@ def judge_check(
         a = report["alt_test"]
         table.add_row("alt-test", f"{'passed' if a['passed'] else 'failed'}: winning rate {a['winning_rate']:.2f}, "
                       f"advantage probability {a['advantage_probability']:.2f} (epsilon {a['epsilon']})")
+    if "calibration" in report:
+        c = report["calibration"]
+        table.add_row(f"calibrated ({c['method']}, held out, {c['folds']}-fold)",
+                      f"[bold]kappa {c['kappa']:.3f}[/]  95% CI {c['kappa_ci'][0]:.3f} - {c['kappa_ci'][1]:.3f} · "
+                      f"agreement {c['accuracy']:.1%} · saved to {c.get('file', '-')}")
+    if "baseline" in report:
+        b, d = report["baseline"], report["vs_baseline"]
+        table.add_row(f"baseline: {b['grader']}", f"kappa {b['kappa']:.3f}; difference {d['difference']:+.3f} "
+                      f"[{d['ci_low']:+.3f}, {d['ci_high']:+.3f}], paired bootstrap p = {d['p_value']:.3g}")
+    if "judge_share" in report:
+        table.add_row("cascade", f"{report['judge_share']:.0%} of answers reached the judge")
+    if "confusion" in report:
+        m = report["confusion"]
+        table.add_row("confusion (grader vs humans)", f"right/right {m['tp']} · right/wrong {m['fp']} · "
+                      f"wrong/right {m['fn']} · wrong/wrong {m['tn']}")
     table.add_row("parse failures", str(report["parse_failures"]))
     table.add_row("repeat agreement", f"{report['repeat_agreement']:.1%} (a second, uncached judgment)")
     table.add_row("cost", f"{report['tokens_per_grade']:.0f} tokens per grade · {report['grades_per_s']:.2f} grades/s")
     out.print(table)
+
+
+def _reliability_plot(curve: list[dict], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(4.5, 4))
+    axis.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfectly calibrated")
+    axis.plot([b["mean_score"] for b in curve], [b["human_right"] for b in curve], marker="o", label="grader")
+    for b in curve:
+        axis.annotate(str(b["n"]), (b["mean_score"], b["human_right"]), fontsize=7, xytext=(3, 3),
+                      textcoords="offset points")
+    axis.set(xlabel="grader score (bin mean)", ylabel="share the humans called right", title=title, xlim=(0, 1),
+             ylim=(0, 1))
+    axis.legend(loc="upper left", fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+@app.command()
+@_guard
+def calibrate(
+    path: Annotated[Path, typer.Argument(help="Human-labelled JSONL (question, reference, response, human).")],
+    judge: Annotated[str, typer.Option(help="Judge model spec.")] = "llamacpp:smollm2",
+    human: Annotated[Optional[list[str]], typer.Option(help="Field with a human label; repeat for each "
+                                                       "annotator.")] = None,
+    match_threshold: Annotated[Optional[float], typer.Option(help="Numeric ratings: match = rating >= this.")] = None,
+    out_path: Annotated[Optional[Path], typer.Option("--out", "-o", help="Calibration file (default "
+                                                     "NAME.calibration.json next to the data).")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="Only the first N rows.")] = None,
+) -> None:
+    """Fit the `match` grader's verdict rule on human labels; use it with `exam --calibration FILE`."""
+    judge_check(path, grader="match", judge=judge, baseline="rules", calibrate=True, calibration_out=out_path,
+                cascade=False, plot=None, question="question", reference="reference", response="response",
+                instruction="instruction", response_a="response_a", response_b="response_b", human=human,
+                match_threshold=match_threshold, limit=limit, unguarded=False, as_json=False)
 
 
 @app.command()

@@ -75,7 +75,7 @@ def test_judge_check_command_json(rated: Path) -> None:
     assert {"n", "kappa", "kappa_ci", "accuracy", "human_human_kappa", "parse_failures"} <= set(report)
     assert "weighted_kappa" in report and report["grader"] == "rubric"
     bad = runner.invoke(app, ["judge-check", str(rated), "--grader", "vibes"])
-    assert bad.exit_code == 1 and "unknown judged grader" in bad.output
+    assert bad.exit_code == 1 and "unknown grader 'vibes'" in bad.output
 
 
 def test_exam_with_a_judged_grader(tmp_path: Path) -> None:

@@ -22,12 +22,18 @@ import numpy as np
 
 def kappa(a: Sequence[Any], b: Sequence[Any], weights: str | None = None) -> float:
     """Cohen's kappa; `weights='quadratic'` (or 'linear') for ordinal labels."""
-    from sklearn.metrics import cohen_kappa_score
-
     if len(a) != len(b) or not len(a):
         raise ValueError("kappa needs two equal-length, non-empty label lists")
     if len(set(a) | set(b)) < 2:
         return 1.0  # one label everywhere: perfect agreement (sklearn would divide by zero)
+    if weights is None and all(isinstance(v, (bool, np.bool_)) for v in (*a, *b)):
+        x, y = np.asarray(a, dtype=bool), np.asarray(b, dtype=bool)  # the binary case, fast (bootstraps call it often)
+        observed = float(np.mean(x == y))
+        px, py = float(x.mean()), float(y.mean())
+        expected = px * py + (1 - px) * (1 - py)
+        return 0.0 if expected == 1 else (observed - expected) / (1 - expected)
+    from sklearn.metrics import cohen_kappa_score
+
     return float(cohen_kappa_score(list(a), list(b), weights=weights))
 
 

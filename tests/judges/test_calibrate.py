@@ -1,0 +1,154 @@
+"""Calibrating a yes/no judge on human labels, the cascade, and judge-check's comparisons, with mock judges."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from helpers import write_jsonl
+from magister.cli import app
+from magister.errors import ConfigError
+from magister.judges import Judge
+from magister.judges.calibrate import Calibration, features, fit
+from magister.judges.check import Columns, check
+from magister.models.mock import MockModel
+from magister.store import Store
+from magister.types import Answer, Completion, Item, Kind, Request
+
+runner = CliRunner()
+
+
+class StingyJudge(MockModel):
+    """Scores yes/no: P(yes) = 0.3 when the response names the reference, else 0.1. Below 0.5 every time,
+    so its uncalibrated verdict is always 'no', though its P(yes) separates right from wrong perfectly."""
+
+    def __init__(self) -> None:
+        super().__init__("mock:stingy", respond=lambda r: "no")
+        self.supports_choices = True
+
+    def generate(self, requests: Sequence[Request]) -> list[Completion]:
+        out = []
+        for request in requests:
+            text = (request.messages or [])[-1].content
+            reference = text.split("<reference>\n")[1].split("\n</reference>")[0] if "<reference>" in text else ""
+            response = text.split("<response>\n")[1].split("\n</response>")[0] if "<response>" in text else ""
+            self.calls += 1
+            p = 0.3 if reference.lower() in response.lower() else 0.1
+            out.append(Completion(text="no", choice_logprobs={"yes": math.log(p), "Yes": math.log(1e-9),
+                                                              "no": math.log(1 - p), "No": math.log(1e-9)},
+                                  prompt_tokens=50, completion_tokens=1))
+        return out
+
+
+CITIES = ["Paris", "Rome", "Oslo", "Lima", "Cairo", "Quito", "Hanoi", "Delhi", "Tokyo", "Dakar"]
+
+
+def rows(n: int = 40) -> list[dict]:
+    """Answers to 'capital of X?': half name the capital (right, human 1), half another city (wrong, 0)."""
+    out = []
+    for i in range(n):
+        city = CITIES[i % len(CITIES)]
+        right = i % 2 == 0
+        response = f"I believe it is {city}." if right else f"I believe it is {CITIES[(i + 3) % len(CITIES)]}."
+        out.append({"id": f"r{i}", "question": f"What is the capital of country {i}?", "reference": city,
+                    "response": response, "human": int(right)})
+    return out
+
+
+def test_a_threshold_recovers_a_judge_that_says_yes_too_rarely() -> None:
+    data = rows()
+    x = [features(r["reference"], r["response"], 0.3 if r["human"] else 0.1) for r in data]
+    fitted = fit(x, [bool(r["human"]) for r in data], methods=("threshold",))
+    assert fitted.method == "threshold" and 0.1 < fitted.threshold < 0.3
+    assert fitted.heldout["threshold"]["kappa"] == pytest.approx(1.0)
+    assert fitted.decide(features("Paris", "Paris", 0.3))[0] and not fitted.decide(features("Paris", "Rome", 0.1))[0]
+
+
+def test_held_out_kappa_is_not_the_in_sample_one() -> None:
+    """On labels that carry no relation to P(yes), the cut fitted in-sample finds agreement that is not
+    there; the cross-validated verdicts must not."""
+    gaps, held = [], []
+    for seed in range(6):
+        rng = random.Random(seed)
+        x = [features("a", "b", rng.random()) for _ in range(60)]
+        y = [rng.random() < 0.5 for _ in range(60)]
+        report = fit(x, y, methods=("threshold",)).heldout["threshold"]
+        gaps.append(report["in_sample_kappa"] - report["kappa"])
+        held.append(report["kappa"])
+    assert sum(gaps) / len(gaps) > 0.15 and abs(sum(held) / len(held)) < 0.1
+    with pytest.raises(ConfigError, match="at least 5 human labels of each verdict"):
+        fit(x[:6], [True] * 5 + [False])
+
+
+def test_calibration_files_round_trip_and_bad_files_fail_clearly(tmp_path: Path) -> None:
+    data = rows()
+    x = [features(r["reference"], r["response"], 0.3 if r["human"] else 0.1) for r in data]
+    fitted = fit(x, [bool(r["human"]) for r in data])
+    path = tmp_path / "c.json"
+    fitted.save(path)
+    loaded = Calibration.load(path)
+    assert [loaded.decide(row) for row in x] == [fitted.decide(row) for row in x]
+    assert "verdicts" not in json.loads(path.read_text())["heldout"][fitted.method]
+    (tmp_path / "bad.json").write_text("{\"method\": 3")
+    with pytest.raises(ConfigError, match="not a calibration file"):
+        Calibration.load(tmp_path / "bad.json")
+
+
+def test_match_uses_the_calibration_and_the_cascade_skips_the_judge(store: Store, tmp_path: Path) -> None:
+    data = rows(20)
+    items = [Item(id=r["id"], input=r["question"], reference=r["reference"], kind=Kind.free_form) for r in data]
+    answers = [Answer(item_id=r["id"], text=r["response"], request_key="k") for r in data]
+    raw = Judge(StingyJudge(), store).match(items, answers)
+    assert not any(g.correct for g in raw)  # P(yes) < 0.5 everywhere
+    x = [features(r["reference"], r["response"], g.score) for r, g in zip(data, raw)]
+    calibration = fit(x, [bool(r["human"]) for r in data], methods=("threshold",))
+    judged = Judge(StingyJudge(), store, calibration=calibration).match(items, answers)
+    assert [g.correct for g in judged] == [bool(r["human"]) for r in data]
+    assert "calibrated (threshold)" in (judged[0].rationale or "")
+    model = StingyJudge()
+    cascaded = Judge(model, Store(tmp_path / "fresh.db"), cascade=True)
+    grades = cascaded.match(items, answers)
+    assert model.calls == 10 and cascaded.usage.settled == 10 and cascaded.usage.judged == 10
+    assert all(g.correct and "settled by the rules" in (g.rationale or "") for g, r in zip(grades, data) if r["human"])
+
+
+def test_judge_check_calibrates_compares_with_a_baseline_and_plots(tmp_path: Path, store: Store,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from magister.models import base
+
+    path = write_jsonl(tmp_path / "rated.jsonl", rows())
+    report = check(path, "match", Judge(StingyJudge(), store), Columns(), baseline="contains", calibrate=True)
+    assert report["kappa"] == pytest.approx(0.0) and report["confusion"]["tp"] == 0
+    assert report["calibration"]["kappa"] == pytest.approx(1.0) and report["calibration"]["method"] == "threshold"
+    assert report["baseline"]["grader"] == "contains" and report["vs_baseline"]["difference"] == pytest.approx(0.0)
+    assert report["calibration_curve"] and report["calibration_curve"][0]["human_right"] == 0.0
+    rules = check(path, "rules", None, Columns())
+    assert rules["kappa"] == pytest.approx(1.0) and rules["judge"] == "-" and rules["confusion"]["fp"] == 0
+
+    real = base.load_model
+    monkeypatch.setattr(base, "load_model", lambda spec: StingyJudge() if spec == "mock:stingy" else real(spec))
+    out, plot = tmp_path / "stingy.calibration.json", tmp_path / "curve.png"
+    result = runner.invoke(app, ["judge-check", str(path), "--judge", "mock:stingy", "--calibrate", "--baseline",
+                                 "rules", "--calibration-out", str(out), "--plot", str(plot)])
+    assert result.exit_code == 0, result.output
+    assert "calibrated (threshold" in result.stdout and "baseline: rules" in result.stdout
+    assert Calibration.load(out).method == "threshold" and plot.read_bytes()[:4] == b"\x89PNG"
+
+    exam = write_jsonl(tmp_path / "exam.jsonl", [{"id": r["id"], "question": r["question"],
+                                                  "answer": r["reference"]} for r in rows(6)])
+    sat = runner.invoke(app, ["exam", str(exam), "-m", "mock:text=I believe it is Paris.", "--grader", "match",
+                              "--judge", "mock:stingy", "--calibration", str(out), "--no-cascade", "--json"])
+    assert sat.exit_code == 0, sat.output
+    run_id = json.loads(sat.stdout)["run_id"]
+    config = store.run(run_id).config
+    assert config["calibration"][0] == str(out) and len(config["calibration"][1]) == 12
+    assert json.loads(sat.stdout)["correct"] == 1  # only the item whose capital is Paris
+    cascaded = runner.invoke(app, ["exam", str(exam), "-m", "mock:text=I believe it is Paris.", "--grader",
+                                   "match", "--judge", "mock:stingy", "--json"])
+    assert json.loads(cascaded.stdout)["judge_share"] == pytest.approx(5 / 6)
