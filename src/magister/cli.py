@@ -31,7 +31,7 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
 
 def _sit_and_report(exam, model_spec: str, grader: str, use_choices: bool, as_json: bool,  # noqa: ANN001
                     anchors=None, judge_spec: str | None = None, calibration: Path | None = None,  # noqa: ANN001
-                    cascade: bool = False) -> None:
+                    cascade: bool = False, calibrate_choices: bool = False) -> None:
     from magister.graders import get_grader
     from magister.judges import JUDGED
     from magister.models.base import load_model
@@ -47,7 +47,8 @@ def _sit_and_report(exam, model_spec: str, grader: str, use_choices: bool, as_js
     store = Store()
     try:
         summary = sit(exam, model, store, grader=grader, judge=judge, use_choices=use_choices,
-                      progress=not as_json, calibration=calibration, cascade=cascade and grader == "match")
+                      progress=not as_json, calibration=calibration, cascade=cascade and grader == "match",
+                      calibrate_choices=calibrate_choices)
         estimate = None
         if anchors is not None:
             estimate = anchors.estimate({g.item_id: bool(g.correct) for _, g in store.answers(summary.run_id)
@@ -131,6 +132,9 @@ def exam(
                                                         "(`magister calibrate`).")] = None,
     cascade: Annotated[bool, typer.Option("--cascade/--no-cascade", help="--grader match: answers the rules "
                                           "settle (the reference is in the answer) need no judge call.")] = True,
+    calibrate_choices: Annotated[bool, typer.Option("--calibrate-choices", help="Contextual calibration: divide "
+                                                    "out the answers' prior on a content-free input (constrained "
+                                                    "choice; and the judge's yes/no with --grader match).")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Make a model sit an exam; grade, store and score every answer."""
@@ -155,12 +159,14 @@ def exam(
         loaded = loaded.model_copy(update={"name": f"{loaded.name}-anchors",
                                            "items": [by_id[a] for a in fitted.anchor_ids]})
     _sit_and_report(loaded, model, grader, not no_choices, as_json, anchors=fitted, judge_spec=judge,
-                    calibration=calibration, cascade=cascade)
+                    calibration=calibration, cascade=cascade, calibrate_choices=calibrate_choices)
 
 
 @app.command()
 @_guard
-def demo(model: ModelOpt = "llamacpp:smollm2", as_json: JsonOpt = False) -> None:
+def demo(model: ModelOpt = "llamacpp:smollm2", as_json: JsonOpt = False,
+         calibrate_choices: Annotated[bool, typer.Option("--calibrate-choices", help="Contextual calibration of "
+                                                         "the constrained choices.")] = False) -> None:
     """Sit the demo exam shipped with Magister (44 items: sentiment, trivia, sums), offline."""
     from magister.exams.load import load_exam
 
@@ -168,7 +174,7 @@ def demo(model: ModelOpt = "llamacpp:smollm2", as_json: JsonOpt = False) -> None
     with resources.as_file(data / "demo.jsonl") as items, resources.as_file(data / "demo_fewshot.jsonl") as shots:
         loaded = load_exam(items, name="demo")
         loaded.fewshot = load_exam(shots).items
-    _sit_and_report(loaded, model, "auto", True, as_json)
+    _sit_and_report(loaded, model, "auto", True, as_json, calibrate_choices=calibrate_choices)
 
 
 @app.command()

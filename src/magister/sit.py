@@ -17,6 +17,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from magister import contextual
 from magister.cache import ask
 from magister.errors import ConfigError
 from magister.exams.prompt import build_request
@@ -90,7 +91,8 @@ def summarize(run_id: str, exam: Exam, model: str, grader: str, graded: list[tup
 
 
 def grader_for(name: str, judge: Model | None, store: Store, calibration: Path | None = None,
-               cascade: bool = False) -> Callable[[list[Item], list[Answer]], list[Grade]]:
+               cascade: bool = False, calibrate_choices: bool = False
+               ) -> Callable[[list[Item], list[Answer]], list[Grade]]:
     """The batch grading function for a grader name; judged graders ask `judge` through the cache.
 
     `match` takes a calibration file (`magister calibrate`) and the cascade (the rules settle
@@ -99,29 +101,43 @@ def grader_for(name: str, judge: Model | None, store: Store, calibration: Path |
         return as_batch(get_grader(name))
     if judge is None:
         raise ConfigError(f"grader '{name}' needs a judge model (--judge SPEC)")
-    if name != "match" and (calibration is not None or cascade):
+    if name != "match" and (calibration is not None or cascade or calibrate_choices):
         raise ConfigError(f"calibration and the cascade apply to the 'match' grader, not '{name}'")
     fitted = Calibration.load(calibration) if calibration is not None else None
-    return getattr(Judge(judge, store, calibration=fitted, cascade=cascade), name)
+    return getattr(Judge(judge, store, calibration=fitted, cascade=cascade, calibrate_choices=calibrate_choices),
+                   name)
 
 
 def sit(exam: Exam, model: Model, store: Store, *, grader: str = "auto", judge: Model | None = None,
         use_choices: bool = True, batch_size: int | None = None, console: Console | None = None,
         progress: bool = True, on_batch: Callable[[int], None] | None = None, calibration: Path | None = None,
-        cascade: bool = False) -> Summary:
+        cascade: bool = False, calibrate_choices: bool = False) -> Summary:
     """Make `model` sit `exam`, grading with `grader`; returns the run's Summary.
 
     Judged graders (match, checklist, rubric) need a `judge` model. `use_choices` scores
     closed answer sets by log-probability when the backend can; `on_batch` is called with
     the number of items finished so far (tests use it to interrupt).
     """
-    grade = grader_for(grader, judge, store, calibration, cascade)
+    grade = grader_for(grader, judge, store, calibration, cascade, calibrate_choices and grader == "match")
     choices = use_choices and model.supports_choices
     settings: dict[str, object] = {"use_choices": choices}
     if judge is not None and grader in JUDGED:
         settings["judge"] = [judge.spec, judge.identity()]
     if cascade:
         settings["cascade"] = True
+    if calibrate_choices and grader == "match":
+        settings["judge_calibrate_choices"] = list(contextual.CONTENT_FREE)
+    priors: dict[tuple[str, ...], dict[str, float]] = {}
+    if calibrate_choices and choices:  # contextual calibration (magister.contextual)
+        settings["calibrate_choices"] = list(contextual.CONTENT_FREE)
+
+        def content_free(item: Item) -> dict[str, float]:
+            key = (item.kind.value, *(item.candidates or []))
+            if key not in priors:
+                priors[key] = contextual.prior(
+                    item, lambda requests: [c.choice_logprobs or {} for c in ask(model, store, requests)[1]],
+                    lambda blank: build_request(blank, exam, use_choices=True))
+            return priors[key]
     if calibration is not None:  # the file and its content: a grade traces back to the calibration
         settings["calibration"] = [str(calibration), Calibration.fingerprint(calibration)]
     fp = fingerprint(exam, model, grader, settings)
@@ -146,6 +162,9 @@ def sit(exam: Exam, model: Model, store: Store, *, grader: str = "auto", judge: 
             requests = [build_request(item, exam, use_choices=choices) for _, item in batch]
             keys, completions, hits = ask(model, store, requests)
             answers = [answer_from(item, key, c) for (_, item), key, c in zip(batch, keys, completions)]
+            if "calibrate_choices" in settings:
+                answers = [contextual.recalibrate(a, content_free(item)) if item.candidates else a
+                           for (_, item), a in zip(batch, answers)]
             grades = grade([item for _, item in batch], answers)
             with store.transaction():
                 store.put_answers(run_id, [(pos, a, g) for (pos, _), a, g in zip(batch, answers, grades)])

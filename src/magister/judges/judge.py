@@ -89,6 +89,8 @@ class Judge:
     usage: Usage = field(default_factory=Usage)
     calibration: Calibration | None = None  # `match`: verdicts from a fitted calibration, not P(yes) >= 0.5
     cascade: bool = False  # `match`: answers the deterministic rules accept are right without a judge call
+    calibrate_choices: bool = False  # `match`: divide out the judge's content-free P(yes) (magister.contextual)
+    _prior_yes: float | None = None
     on_calls: Callable[[int], None] | None = None  # progress: called with the number of calls just finished
 
     # -- calls --------------------------------------------------------------------------
@@ -168,6 +170,8 @@ class Judge:
                                     rationale="settled by the rules (the reference is in the answer), no judge call"))
                 continue
             p, raw = next(verdicts)
+            if self.calibrate_choices and p is not None:
+                p = _divide_prior(p, self.prior_yes())
             grade = _yes_grade(item, "match", p, raw)
             if self.calibration is not None and p is not None:
                 right, probability = self.calibration.decide(features(item.reference, answer.text, p))
@@ -177,6 +181,16 @@ class Judge:
                                  f"{'>=' if right else '<'} {self.calibration.threshold:.3f}"})
             grades.append(grade)
         return grades
+
+    def prior_yes(self) -> float:
+        """The judge's mean P(yes) on content-free match prompts (every slot 'N/A', '' or '[MASK]')."""
+        if self._prior_yes is None:
+            from magister.contextual import CONTENT_FREE
+
+            free = [p for p, _ in self.yes_probabilities([prompts.match(t, t, t, self.guarded) for t in CONTENT_FREE])
+                    if p is not None]
+            self._prior_yes = sum(free) / len(free) if free else 0.5
+        return self._prior_yes
 
     def checklists(self, items: Sequence[Item]) -> list[tuple[list[str], bool]]:
         """Each item's checklist, and whether it came from the judge (False: given with the item, or fallback)."""
@@ -263,6 +277,13 @@ def position_bias(verdicts: Sequence[PairVerdict]) -> float | None:
 def _logit(p: float, eps: float = 1e-6) -> float:
     p = min(max(p, eps), 1 - eps)
     return math.log(p / (1 - p))
+
+
+def _divide_prior(p: float, prior: float) -> float:
+    """P(yes) with the content-free prior divided out: odds(p) / odds(prior), back to a probability."""
+    prior = min(max(prior, 1e-6), 1 - 1e-6)
+    yes, no = p / prior, (1 - p) / (1 - prior)
+    return yes / (yes + no)
 
 
 def _p_first(c: Completion) -> float | None:
