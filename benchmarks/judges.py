@@ -106,7 +106,8 @@ def baselines(rows: list[dict]) -> list[dict]:
     return out
 
 
-def judged(spec: str, limit: int | None, pairs: int, cost_items: int, injection_items: int) -> tuple[list, dict, dict]:
+def judged(spec: str, limit: int | None, pairs: int, cost_items: int, injection_items: int,
+           parts: set[str]) -> tuple[list, dict, dict]:
     from magister.judges import Judge
     from magister.judges.check import Columns, check
     from magister.jsonl import read_rows
@@ -117,23 +118,26 @@ def judged(spec: str, limit: int | None, pairs: int, cost_items: int, injection_
     model = load_model(spec)
     store = Store(Path(tempfile.mkdtemp()) / "judges.db")  # a fresh cache: every call is paid for
     entries = []
+    cost: dict = {}
+    injection: dict = {}
+    columns = Columns(human=["human_1", "human_2"], match_threshold=4)
+    path = DATA / "answer_matching_mmlu_pro.jsonl"
     try:
-        path = DATA / "answer_matching_mmlu_pro.jsonl"
-        report = check(path, "match", Judge(model, store), Columns(human=["human_1", "human_2"], match_threshold=4),
-                       limit=limit)
-        entries.append({"dataset": path.stem, "grader": "match", "judge": spec, **_pick(report)})
-        print(json.dumps(entries[-1]), flush=True)
-        for name in ("mtbench_human_pairs", "llmbar_natural_pairs"):
+        if "match" in parts:
+            entries += match_entries(spec, model, store, path, columns, limit)
+        for name in ("mtbench_human_pairs", "llmbar_natural_pairs") if "pairwise" in parts else ():
             report = check(DATA / f"{name}.jsonl", "pairwise", Judge(model, store), Columns(), limit=pairs)
             entries.append({"dataset": name, "grader": "pairwise", "judge": spec, **_pick(report)})
             print(json.dumps(entries[-1]), flush=True)
 
+        if not parts & {"cost", "injection"}:
+            return entries, cost, injection
         rows = read_rows(path, ["question", "response"])
         items = [Item(id=r["id"], input=r["question"], reference=r["reference"], kind=Kind.free_form) for r in rows]
         answers = [Answer(item_id=r["id"], text=r["response"], request_key="-") for r in rows]
-        cost = {}
-        for name, grade in (("checklist_logprob", lambda j, i, a: j.checklist(i, a)),
-                            ("rubric_generated", lambda j, i, a: j.rubric(i, a, explain=True))):
+        ways = (("checklist_logprob", lambda j, i, a: j.checklist(i, a)),
+                ("rubric_generated", lambda j, i, a: j.rubric(i, a, explain=True)))
+        for name, grade in ways if "cost" in parts else ():
             judge = Judge(_no_choices(model) if name == "rubric_generated" else model, store)
             start = time.perf_counter()
             grade(judge, items[:cost_items], answers[:cost_items])
@@ -143,7 +147,8 @@ def judged(spec: str, limit: int | None, pairs: int, cost_items: int, injection_
                           "calls_per_grade": u.calls / cost_items,
                           "grades_per_s": cost_items / (time.perf_counter() - start)}
         print(json.dumps(cost), flush=True)
-        injection = inject(model, store, items, answers, rows, injection_items)
+        if "injection" in parts:
+            injection = inject(model, store, items, answers, rows, injection_items)
     finally:
         model.close()
         store.close()
@@ -196,8 +201,38 @@ def inject(model: object, store: object, items: list, answers: list, rows: list[
 
 def _pick(report: dict) -> dict:
     keys = ("n", "kappa", "kappa_ci", "accuracy", "human_human_kappa", "flip_rate", "tie_rate", "parse_failures",
-            "tokens_per_grade", "grades_per_s", "correlations", "repeat_agreement")
-    return {k: report[k] for k in keys if k in report}
+            "tokens_per_grade", "grades_per_s", "correlations", "repeat_agreement", "position_bias", "confusion",
+            "judge_share", "vs_baseline", "baseline")
+    out = {k: report[k] for k in keys if k in report}
+    if "debiased" in report:
+        out["debiased"] = {k: report["debiased"][k] for k in ("kappa", "kappa_ci", "accuracy")}
+    if "calibration" in report:
+        c = report["calibration"]
+        out["calibrated"] = {"method": c["method"], "threshold": c["threshold"], "folds": c["folds"],
+                             "kappa": c["kappa"], "kappa_ci": c["kappa_ci"], "accuracy": c["accuracy"],
+                             "heldout": {m: {k: v for k, v in r.items() if k in ("kappa", "kappa_ci", "accuracy",
+                                                                                 "in_sample_kappa_vs_consensus",
+                                                                                 "heldout_kappa_vs_consensus")}
+                                         for m, r in c["heldout"].items()}}
+    return out
+
+
+def match_entries(spec: str, model: object, store: object, path: Path, columns: object,
+                  limit: int | None) -> list[dict]:
+    """Answer matching with the judge: raw P(yes) >= 0.5, calibrated by 5-fold cross-validation (held out),
+    and the same with the cascade (the rules settle what they can first); each against the rules grader
+    with a paired bootstrap test of the kappa difference."""
+    from magister.judges import Judge
+    from magister.judges.check import check
+
+    out = []
+    for name, cascade in (("match", False), ("match_cascade", True)):
+        judge = Judge(model, store, cascade=cascade)  # type: ignore[arg-type]
+        report = check(path, "match", judge, columns, limit=limit, baseline="rules", calibrate=True)
+        report.pop("_calibration", None)
+        out.append({"dataset": path.stem, "grader": name, "judge": spec, **_pick(report)})
+        print(json.dumps(out[-1]), flush=True)
+    return out
 
 
 def main() -> None:
@@ -207,16 +242,26 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=50, help="pairs per pairwise dataset")
     parser.add_argument("--cost-items", type=int, default=20)
     parser.add_argument("--injection-items", type=int, default=30)
+    parser.add_argument("--parts", default="match,pairwise,cost,injection",
+                        help="comma-separated: match, pairwise, cost, injection (default all)")
     parser.add_argument("--out", default=str(ROOT / "results" / "judges.json"))
     args = parser.parse_args()
+    parts = set(args.parts.split(","))
     rows = [json.loads(line) for line in (DATA / "answer_matching_mmlu_pro.jsonl").open()][:args.limit]
     entries = baselines(rows)
     for e in entries:
         print(json.dumps(e), flush=True)
     cost, injection = {}, {}
     for spec in args.judge or ["llamacpp:smollm2"]:
+        if spec == "offline":  # the offline 1.5B teacher/judge (benchmarks/offline_teacher.py)
+            import sys
+
+            sys.path.insert(0, str(ROOT))
+            from offline_teacher import teacher_path
+
+            spec = f"llamacpp:{teacher_path()}"
         found, cost[spec], injection[spec] = judged(spec, args.limit, args.pairs, args.cost_items,
-                                                    args.injection_items)
+                                                    args.injection_items, parts)
         entries += found
     result = {"entries": entries, "cost": cost, "injection": injection,
               "settings": {"limit": args.limit, "pairs": args.pairs, "cost_items": args.cost_items,
