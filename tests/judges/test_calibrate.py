@@ -152,3 +152,29 @@ def test_judge_check_calibrates_compares_with_a_baseline_and_plots(tmp_path: Pat
     cascaded = runner.invoke(app, ["exam", str(exam), "-m", "mock:text=I believe it is Paris.", "--grader",
                                    "match", "--judge", "mock:stingy", "--json"])
     assert json.loads(cascaded.stdout)["judge_share"] == pytest.approx(5 / 6)
+
+
+@pytest.mark.slow
+@pytest.mark.llamacpp
+def test_calibrating_the_embedded_judge_on_real_human_labels(store: Store) -> None:
+    """SmolLM2 as a match judge on 30 human-labelled rows of the shared data: its P(yes) < 0.5 almost
+    everywhere (kappa ~0 at the default cut); the cross-validated calibration is reported held out."""
+    pytest.importorskip("llama_cpp")
+    from helpers import SHARED
+    from magister.models.base import load_model
+
+    path = SHARED / "judge" / "answer_matching_mmlu_pro.jsonl"
+    if not path.exists():
+        pytest.skip("../shared/data is not beside the project")
+    model = load_model("llamacpp:smollm2")
+    try:
+        report = check(path, "match", Judge(model, store), Columns(human=["human_1", "human_2"], match_threshold=4),
+                       limit=30, baseline="rules", calibrate=True)
+    finally:
+        model.close()
+    calibrated = report["calibration"]
+    assert report["n"] == 30 and -1 <= calibrated["kappa"] <= 1 and len(calibrated["verdicts"]) == 30
+    for method in ("threshold", "logistic"):
+        held = calibrated["heldout"][method]
+        assert held["in_sample_kappa_vs_consensus"] >= held["heldout_kappa_vs_consensus"] - 0.05
+    assert report["vs_baseline"]["ci_low"] <= report["vs_baseline"]["difference"] <= report["vs_baseline"]["ci_high"]
