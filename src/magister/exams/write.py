@@ -189,6 +189,9 @@ def write_exam(like: Exam, teacher: Model, store: Store, *, n: int, labels: Sequ
         if verify_mode != "off" and verify_check and kind is Kind.classification:
             trial = check(checked_verifier, store, items, shots)
             written.verifier = trial.to_dict()
+            if checked_verifier is teacher:  # the check is teacher spend too
+                written.calls += trial.calls
+                written.tokens += trial.tokens
             if not trial.trusted:
                 console.print(f"[yellow]The verifier got {trial.accuracy:.0%} of {trial.n} labelled examples right, "
                               f"no better than the most common label ({trial.majority:.0%}): its verdicts are not used."
