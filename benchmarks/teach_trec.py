@@ -298,9 +298,15 @@ def teacher_fewshot(exam, seed_items: list, teacher, store: Store) -> dict:  # n
     shown = exam.model_copy(update={"fewshot": pick_fewshot(seed_items, 12), "name": f"{exam.name}-teacher-12shot"})
     started = time.perf_counter()
     summary = sit(shown, teacher, store)
+    references = {i.id: i.reference for i in exam.items}
+    confusion: dict[str, dict[str, int]] = {}
+    for answer, _ in store.answers(summary.run_id):  # where the teacher's idea of a label differs from TREC's
+        row = confusion.setdefault(references[answer.item_id], {})
+        row[answer.text] = row.get(answer.text, 0) + 1
+    recall = {label: row.get(label, 0) / sum(row.values()) for label, row in sorted(confusion.items())}
     return {"accuracy": summary.accuracy, "ci_low": summary.ci_low, "ci_high": summary.ci_high, "n": summary.n,
             "run_id": summary.run_id, "wall_s": summary.wall_s if summary.model_calls else time.perf_counter() - started,
-            "prompt_tokens": summary.prompt_tokens}
+            "prompt_tokens": summary.prompt_tokens, "recall_by_label": recall, "confusion": confusion}
 
 
 def full_data(work: Path, store: Store, args: argparse.Namespace, seed_rows: list[dict]) -> dict:
