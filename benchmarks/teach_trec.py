@@ -297,6 +297,7 @@ def teacher_fewshot(exam, seed_items: list, teacher, store: Store) -> dict:  # n
     """(f): the teacher sits the exam with 12 worked examples from the seed."""
     shown = exam.model_copy(update={"fewshot": pick_fewshot(seed_items, 12), "name": f"{exam.name}-teacher-12shot"})
     started = time.perf_counter()
+    earlier = [r.summary for r in store.runs(exam=shown.name) if r.summary and r.summary.get("model_calls")]
     summary = sit(shown, teacher, store)
     references = {i.id: i.reference for i in exam.items}
     confusion: dict[str, dict[str, int]] = {}
@@ -305,7 +306,8 @@ def teacher_fewshot(exam, seed_items: list, teacher, store: Store) -> dict:  # n
         row[answer.text] = row.get(answer.text, 0) + 1
     recall = {label: row.get(label, 0) / sum(row.values()) for label, row in sorted(confusion.items())}
     return {"accuracy": summary.accuracy, "ci_low": summary.ci_low, "ci_high": summary.ci_high, "n": summary.n,
-            "run_id": summary.run_id, "wall_s": summary.wall_s if summary.model_calls else time.perf_counter() - started,
+            "run_id": summary.run_id,  # the first, uncached sitting's time (a rerun is served from the cache)
+            "wall_s": earlier[-1]["wall_s"] if earlier else summary.wall_s,
             "prompt_tokens": summary.prompt_tokens, "recall_by_label": recall, "confusion": confusion}
 
 
