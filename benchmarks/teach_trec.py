@@ -296,7 +296,6 @@ def main() -> None:
 def teacher_fewshot(exam, seed_items: list, teacher, store: Store) -> dict:  # noqa: ANN001
     """(f): the teacher sits the exam with 12 worked examples from the seed."""
     shown = exam.model_copy(update={"fewshot": pick_fewshot(seed_items, 12), "name": f"{exam.name}-teacher-12shot"})
-    started = time.perf_counter()
     earlier = [r.summary for r in store.runs(exam=shown.name) if r.summary and r.summary.get("model_calls")]
     summary = sit(shown, teacher, store)
     references = {i.id: i.reference for i in exam.items}
