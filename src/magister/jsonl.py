@@ -10,6 +10,12 @@ from typing import Any
 from magister.errors import DataError
 
 
+def lines(text: str) -> list[str]:
+    """Split on newlines only: str.splitlines() also breaks at U+0085, U+2028 and other separators
+    that JSON and CSV allow inside a string."""
+    return [line.removesuffix("\r") for line in text.split("\n")]
+
+
 def read_numbered(path: str | Path, needed: Sequence[str],
                   limit: int | None = None) -> list[tuple[int, dict[str, Any]]]:
     """JSONL rows that have every needed field (a clear error names the line and field otherwise)."""
@@ -17,7 +23,7 @@ def read_numbered(path: str | Path, needed: Sequence[str],
     if not path.is_file():
         raise DataError("no such file", path=str(path))
     rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(lines(path.read_text(encoding="utf-8")), start=1):
         if not line.strip():
             continue
         try:

@@ -233,3 +233,16 @@ def test_item_rows_read_back_to_the_same_items(tmp_path: Path) -> None:
     path = tmp_path / "rows.jsonl"
     path.write_text("".join(json.dumps(item_row(i)) + "\n" for i in items))
     assert load_exam(path).items == items
+
+
+def test_unicode_line_separators_inside_strings_do_not_split_rows(tmp_path: Path) -> None:
+    """U+0085, U+2028 and U+2029 are legal inside JSON strings and CSV fields (MMLU-Pro has them)."""
+    text = "a\u0085b\u2028c\u2029d"
+    path = tmp_path / "u.jsonl"
+    path.write_text(json.dumps({"id": "x", "question": text, "answer": "4"}, ensure_ascii=False) + "\n"
+                    + json.dumps({"id": "y", "question": "q", "answer": "5"}) + "\r\n", encoding="utf-8")
+    exam = load_exam(path)
+    assert [i.input for i in exam.items] == [text, "q"]
+    csv_path = tmp_path / "u.csv"
+    csv_path.write_text(f'id,question,answer\nx,"{text}",4\n', encoding="utf-8")
+    assert load_exam(csv_path).items[0].input == text

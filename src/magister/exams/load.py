@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from magister.errors import DataError
+from magister.jsonl import lines
 from magister.types import Exam, Item, Kind, letters
 
 # Column names tried, in order, when the mapping leaves a field unset.
@@ -108,7 +109,7 @@ def _read_rows(source: str | Path, split: str) -> Iterator[tuple[int, dict[str, 
 def _decode_lines(path: Path) -> list[str]:
     data = path.read_bytes()
     try:
-        return data.decode("utf-8-sig").splitlines()
+        return lines(data.decode("utf-8-sig"))
     except UnicodeDecodeError as err:
         line = data[: err.start].count(b"\n") + 1
         raise DataError(f"not valid UTF-8 (byte 0x{data[err.start]:02x} at offset {err.start})",

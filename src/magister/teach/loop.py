@@ -28,6 +28,7 @@ from rich.console import Console
 from magister.cache import ask
 from magister.errors import ConfigError
 from magister.exams.load import FieldMap, load_exam, pick_fewshot
+from magister.jsonl import lines
 from magister.models.base import Model, load_model
 from magister.progress import progress_bar
 from magister.sit import sit
@@ -87,7 +88,7 @@ def write_items(path: Path, items: list[Item]) -> None:
 
 
 def read_items(path: Path) -> list[Item]:
-    return [Item.model_validate_json(line) for line in path.read_text().splitlines() if line.strip()]
+    return [Item.model_validate_json(line) for line in lines(path.read_text()) if line.strip()]
 
 
 class Teacher:
