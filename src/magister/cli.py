@@ -463,6 +463,8 @@ def judge_check(
                       f"wrong/right {m['fn']} · wrong/wrong {m['tn']}")
     table.add_row("parse failures", str(report["parse_failures"]))
     table.add_row("repeat agreement", f"{report['repeat_agreement']:.1%} (a second, uncached judgment)")
+    if "warning" in report:
+        table.add_row("[yellow]warning[/]", f"[yellow]{report['warning']}[/]")
     table.add_row("cost", f"{report['tokens_per_grade']:.0f} tokens per grade · {report['grades_per_s']:.2f} grades/s")
     out.print(table)
 

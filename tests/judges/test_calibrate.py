@@ -125,6 +125,7 @@ def test_judge_check_calibrates_compares_with_a_baseline_and_plots(tmp_path: Pat
     path = write_jsonl(tmp_path / "rated.jsonl", rows())
     report = check(path, "match", Judge(StingyJudge(), store), Columns(), baseline="contains", calibrate=True)
     assert report["kappa"] == pytest.approx(0.0) and report["confusion"]["tp"] == 0
+    assert "called every one of the 40 rows 'wrong'" in report["warning"]
     assert report["calibration"]["kappa"] == pytest.approx(1.0) and report["calibration"]["method"] == "threshold"
     assert report["baseline"]["grader"] == "contains" and report["vs_baseline"]["difference"] == pytest.approx(0.0)
     assert report["calibration_curve"] and report["calibration_curve"][0]["human_right"] == 0.0

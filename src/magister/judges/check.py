@@ -169,10 +169,26 @@ def _check_deterministic(path: str | Path, grader: str, columns: Columns, limit:
     consensus = _consensus(humans)
     if all(isinstance(v, bool) for v in consensus):
         report["confusion"] = confusion(verdicts, consensus)
+    _warn_constant(report, verdicts)
     elapsed = time.perf_counter() - started
     report.update(usage=None, tokens_per_grade=0.0, grades_per_s=len(rows) / max(elapsed, 1e-9), wall_s=elapsed,
                   repeat_agreement=1.0)
     return report
+
+
+def _warn_constant(report: dict[str, Any], verdicts: Sequence[Any] | None = None) -> None:
+    """A grader that gives one verdict on every row agrees with nobody: say so instead of a bare kappa of 0."""
+    if verdicts is None:
+        m = report.get("confusion")
+        if not m:
+            return
+        verdicts = [True] * (m["tp"] + m["fp"]) + [False] * (m["fn"] + m["tn"])
+    given = set(verdicts)
+    if len(given) == 1 and len(verdicts) > 1:
+        (only,) = given
+        said = {True: "right", False: "wrong"}.get(only, str(only)) if isinstance(only, bool) else str(only)
+        report["warning"] = (f"the grader called every one of the {len(verdicts)} rows '{said}': its kappa is 0 by "
+                             "construction and says nothing about the answers")
 
 
 def check(path: str | Path, grader: str, judge: Judge | None, columns: Columns, limit: int | None = None, *,
@@ -244,6 +260,7 @@ def check(path: str | Path, grader: str, judge: Judge | None, columns: Columns, 
             lambda j: [g.correct for g in grade_all(j, items[:k], answers[:k])], judge)
     else:
         raise ConfigError(f"unknown judged grader '{grader}'; choose match, checklist, rubric or pairwise")
+    _warn_constant(report)
     usage = judge.usage
     grades_n = report["n"]
     report["usage"] = usage.to_dict()
