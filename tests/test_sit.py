@@ -119,3 +119,11 @@ def test_killed_process_resumes(tmp_path: Path, magister_home: Path, sig: signal
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT COUNT(DISTINCT run_id) FROM answers").fetchone()[0] == 1
         assert conn.execute("SELECT status FROM runs").fetchall() == [("finished",)]
+
+
+def test_every_run_stores_its_kinds_and_label_sets(store: Store) -> None:
+    from magister.models.base import load_model
+
+    summary = sit(sentiment_exam(6), load_model("mock:first"), store, progress=False)
+    config = store.run(summary.run_id).config
+    assert config["kinds"] == ["classification"] and config["label_sets"] == [["negative", "positive"]]

@@ -35,7 +35,7 @@ def _sit_and_report(exam, model_spec: str, grader: str, use_choices: bool, as_js
     from magister.graders import get_grader
     from magister.judges import JUDGED
     from magister.models.base import load_model
-    from magister.sit import sit
+    from magister.sit import exam_shape, sit
     from magister.store import Store
 
     if grader in JUDGED:  # every check before the store opens: a bad option writes nothing
@@ -66,6 +66,9 @@ def _sit_and_report(exam, model_spec: str, grader: str, use_choices: bool, as_js
         return
     table = Table(title=f"Run {summary.run_id}", show_header=False)
     table.add_row("exam", f"{summary.exam} ({summary.n} items)")
+    shape = exam_shape(exam)
+    table.add_row("asked as", ", ".join(shape["kinds"]) + (f"; labels: {' | '.join(', '.join(s) for s in shape['label_sets'])}"
+                                                          if shape["label_sets"] else "") + f"; grader {grader}")
     table.add_row("model", summary.model)
     table.add_row("accuracy", f"[bold]{summary.accuracy:.1%}[/]  95% CI {summary.ci_low:.1%} - {summary.ci_high:.1%}"
                   f"  ({summary.correct}/{summary.n})")

@@ -108,6 +108,12 @@ def grader_for(name: str, judge: Model | None, store: Store, calibration: Path |
                    name)
 
 
+def exam_shape(exam: Exam) -> dict[str, list]:
+    """What decides how an exam is asked and graded: its item kinds and label sets (stored with every run)."""
+    return {"kinds": sorted({i.kind.value for i in exam.items}),
+            "label_sets": sorted({tuple(i.labels) for i in exam.items if i.labels})}
+
+
 def sit(exam: Exam, model: Model, store: Store, *, grader: str = "auto", judge: Model | None = None,
         use_choices: bool = True, batch_size: int | None = None, console: Console | None = None,
         progress: bool = True, on_batch: Callable[[int], None] | None = None, calibration: Path | None = None,
@@ -144,7 +150,7 @@ def sit(exam: Exam, model: Model, store: Store, *, grader: str = "auto", judge: 
     run_id = store.resumable_run(fp)
     if run_id is None:
         config = {"exam": exam.name, "exam_version": exam.version, "source": exam.source, "model": model.spec,
-                  "grader": grader, **settings, "fewshot": len(exam.fewshot)}
+                  "grader": grader, **settings, "fewshot": len(exam.fewshot), **exam_shape(exam)}
         run_id = store.create_run(exam, model.spec, grader, len(exam.items), fp, config)
     done = store.answered(run_id)
     todo = [(pos, item) for pos, item in enumerate(exam.items) if item.id not in done]
