@@ -250,10 +250,14 @@ def main() -> None:
 
     arms = [name for name in TRAINED if graded[name]]
     items = sorted(set.intersection(*(set(g) for name in arms for g in graded[name])))
+    label_of = {i.id: i.reference for i in exam.items}
     for name in arms:
         estimate = runs_interval(grid(graded[name], items))
+        by_label = {label: sum(g[i] for g in graded[name] for i in items if label_of[i] == label) /
+                    (len(graded[name]) * sum(label_of[i] == label for i in items))
+                    for label in sorted({label_of[i] for i in items})}
         result[name] = {"accuracy": estimate.mean, "ci_low": estimate.ci_low, "ci_high": estimate.ci_high,
-                        "n": len(items), "seed_sd": estimate.seed_sd,
+                        "n": len(items), "seed_sd": estimate.seed_sd, "by_label": by_label,
                         "teacher_tokens": round(sum(r["teacher_tokens"] for r in runs[name]) / len(runs[name])),
                         "wall_s": sum(r["wall_s"] for r in runs[name]) / len(runs[name]), "runs": runs[name]}
     pairs = {"magister_vs_seed_only": ("magister", "seed_only"), "magister_vs_llm2llm": ("magister", "llm2llm"),
