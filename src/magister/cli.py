@@ -514,32 +514,40 @@ def calibrate(
 @app.command()
 @_guard
 def battles(
-    path: Annotated[Path, typer.Argument(help="JSONL of {prompt_id, instruction, model_a, response_a, model_b, "
-                                         "response_b}.")],
+    path: Annotated[Path, typer.Argument(help="JSONL of {instruction, response_a, response_b}, with prompt_id (or id) "
+                                         "and model_a / model_b where the file has them.")],
     judge: Annotated[str, typer.Option(help="Judge model spec.")] = "llamacpp:smollm2",
     out_path: Annotated[Path, typer.Option("--out", "-o", help="Battles JSONL for `leaderboard --battles`.")] = Path(
         "battles.jsonl"),
+    model_a: Annotated[str, typer.Option(help="Model name for rows without a model_a field.")] = "A",
+    model_b: Annotated[str, typer.Option(help="Model name for rows without a model_b field.")] = "B",
     limit: Annotated[Optional[int], typer.Option(help="Only the first N pairs.")] = None,
 ) -> None:
     """Judge pairs of responses in both orders and write the battles (order flips become ties)."""
     from magister.judges import Judge
-    from magister.jsonl import read_rows
+    from magister.jsonl import read_numbered
     from magister.models.base import load_model
+    from magister.progress import progress_bar
     from magister.store import Store
 
-    fields = ["prompt_id", "instruction", "model_a", "response_a", "model_b", "response_b"]
-    rows = read_rows(path, fields, limit)
+    numbered = read_numbered(path, ["instruction", "response_a", "response_b"], limit)
+    rows = [{**r, "prompt_id": str(r.get("prompt_id", r.get("id", line))), "model_a": r.get("model_a", model_a),
+             "model_b": r.get("model_b", model_b)} for line, r in numbered]
     model = load_model(judge)
     store = Store()
     try:
-        verdicts = Judge(model, store).pairwise([(r["instruction"], r["response_a"], r["response_b"]) for r in rows])
+        with progress_bar(err) as bar:
+            task = bar.add_task(f"battles · {judge}", total=2 * len(rows), rate="both orders")
+            verdicts = Judge(model, store, on_calls=lambda k: bar.advance(task, k)).pairwise(
+                [(r["instruction"], r["response_a"], r["response_b"]) for r in rows])
     finally:
         model.close()
         store.close()
     tmp = out_path.with_name(out_path.name + ".tmp")
-    tmp.write_text("".join(json.dumps({"prompt_id": str(r["prompt_id"]), "model_a": r["model_a"],
-                                       "model_b": r["model_b"], "winner": v.winner, "p_a": round(v.p_a, 4),
-                                       "flipped": v.flipped}) + "\n" for r, v in zip(rows, verdicts)))
+    tmp.write_text("".join(json.dumps({"prompt_id": r["prompt_id"], "model_a": r["model_a"],
+                                       "model_b": r["model_b"], "winner": v.winner, "debiased": v.debiased,
+                                       "p_a": round(v.p_a, 4), "flipped": v.flipped}) + "\n"
+                           for r, v in zip(rows, verdicts)))
     tmp.replace(out_path)
     flips = sum(v.flipped for v in verdicts)
     out.print(f"Wrote {len(verdicts)} battles to {out_path}: order flip rate {flips / len(verdicts):.1%} "

@@ -114,3 +114,20 @@ def test_battles_command_feeds_the_leaderboard(tmp_path: Path) -> None:
     assert len(written) == 6 and all(b["winner"] == "tie" and b["flipped"] for b in written)  # first-position bias
     board = runner.invoke(app, ["leaderboard", "--battles", str(out), "--rounds", "50", "--json"])
     assert board.exit_code == 0 and {r["model"] for r in json.loads(board.stdout)} == {"big", "small"}
+
+
+def test_battles_on_pairs_without_ids_or_model_names(tmp_path: Path) -> None:
+    """The shared MT-Bench pairs have `id` and no model names: ids become prompt ids, names come from options."""
+    rows = [{"id": f"mtbench-{n}", "instruction": "Say hi", "response_a": "hi", "response_b": "hello there",
+             "human": "a"} for n in range(3)]
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", rows)
+    out = tmp_path / "battles.jsonl"
+    result = runner.invoke(app, ["battles", str(pairs), "--judge", "mock:first", "--out", str(out),
+                                 "--model-a", "gpt-4", "--model-b", "claude"])
+    assert result.exit_code == 0, result.output
+    written = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [b["prompt_id"] for b in written] == ["mtbench-0", "mtbench-1", "mtbench-2"]
+    assert {(b["model_a"], b["model_b"]) for b in written} == {("gpt-4", "claude")}
+    missing = write_jsonl(tmp_path / "bad.jsonl", [{"id": "x", "instruction": "i", "response_a": "a"}])
+    bad = runner.invoke(app, ["battles", str(missing), "--judge", "mock:first", "--out", str(tmp_path / "b.jsonl")])
+    assert bad.exit_code == 1 and "bad.jsonl:1" in bad.output and "response_b" in bad.output
