@@ -84,3 +84,12 @@ def test_demo_on_the_embedded_model() -> None:
     assert first["model_calls"] == 44 and first["parse_failures"] <= 4 and first["accuracy"] > 0.25
     again = json.loads(invoke("demo", "--json"))
     assert again["cache_hits"] == 44 and again["accuracy"] == first["accuracy"]
+
+
+def test_json_output_is_strict_json_and_limits_must_be_positive(tmp_path: Path) -> None:
+    from magister.cli import _finite
+
+    assert _finite({"a": float("nan"), "b": [1.0, float("inf")], "c": "x"}) == {"a": None, "b": [1.0, None], "c": "x"}
+    exam = write_jsonl(tmp_path / "e.jsonl", [{"id": str(i), "question": f"q{i}", "answer": "x"} for i in range(3)])
+    result = runner.invoke(app, ["exam", str(exam), "-m", "mock:first", "--limit", "-2"])
+    assert result.exit_code == 2 and "greater than or equal to 1" in result.output

@@ -24,6 +24,21 @@ ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Model spec BACKEND
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")]
 
 
+def _print_json(data: object) -> None:
+    """Print strict JSON: NaN and infinities (which json.dumps writes as bare NaN) become null."""
+    print(json.dumps(_finite(data), default=str, allow_nan=False))
+
+
+def _finite(value: object) -> object:
+    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
 def _fail(message: str, code: int = 1) -> typer.Exit:
     err.print(f"[bold red]Error:[/] {message}", highlight=False)
     return typer.Exit(code)
@@ -62,7 +77,7 @@ def _sit_and_report(exam, model_spec: str, grader: str, use_choices: bool, as_js
             judge.close()
         store.close()
     if as_json:
-        print(json.dumps({**summary.to_dict(), **({"estimate": estimate.to_dict()} if estimate else {})}))
+        _print_json({**summary.to_dict(), **({"estimate": estimate.to_dict()} if estimate else {})})
         return
     table = Table(title=f"Run {summary.run_id}", show_header=False)
     table.add_row("exam", f"{summary.exam} ({summary.n} items)")
@@ -115,7 +130,7 @@ def exam(
                                         "match, checklist or rubric (with --judge).")] = "auto",
     judge: Annotated[Optional[str], typer.Option(help="Judge model spec for judged graders (default: the "
                                                  "model itself).")] = None,
-    limit: Annotated[Optional[int], typer.Option(help="Sit only the first N items.")] = None,
+    limit: Annotated[Optional[int], typer.Option(min=1, help="Sit only the first N items.")] = None,
     input: Annotated[Optional[str], typer.Option("--input", help="Column with the question.")] = None,
     reference: Annotated[Optional[str], typer.Option(help="Column with the reference answer.")] = None,
     id: Annotated[Optional[str], typer.Option("--id", help="Column with a unique item id.")] = None,
@@ -189,10 +204,10 @@ def runs(exam: Annotated[Optional[str], typer.Option(help="Only runs of this exa
 
     rows = Store().runs(exam=exam, limit=limit)
     if as_json:
-        print(json.dumps([{"run_id": r.id, "created_at": r.created_at, "status": r.status, "exam": r.exam_name,
-                           "exam_version": r.exam_version, "model": r.model, "grader": r.grader, "n": r.n_items,
-                           **({k: r.summary[k] for k in ("accuracy", "ci_low", "ci_high")} if r.summary else {})}
-                          for r in rows]))
+        _print_json([{"run_id": r.id, "created_at": r.created_at, "status": r.status, "exam": r.exam_name,
+                      "exam_version": r.exam_version, "model": r.model, "grader": r.grader, "n": r.n_items,
+                      **({k: r.summary[k] for k in ("accuracy", "ci_low", "ci_high")} if r.summary else {})}
+                     for r in rows])
         return
     table = Table("run", "when", "exam", "model", "grader", "items", "accuracy (95% CI)", "status")
     for r in rows:
@@ -218,9 +233,9 @@ def show(run_id: Annotated[str, typer.Argument(help="Run id (or its unique endin
     items = {i.id: i for i in store.exam(run.exam_version).items}
     rows = store.answers(run.id)
     if as_json:
-        print(json.dumps({"run_id": run.id, "config": run.config, "summary": run.summary, "items": [
+        _print_json({"run_id": run.id, "config": run.config, "summary": run.summary, "items": [
             {"item": items[a.item_id].model_dump(mode="json"), "request": store.request(a.request_key).model_dump(
-                mode="json"), "answer": a.model_dump(), "grade": g.model_dump()} for a, g in rows]}))
+                mode="json"), "answer": a.model_dump(), "grade": g.model_dump()} for a, g in rows]})
         return
     table = Table("item", "input", "reference", "answer", "read as", "ok", title=f"Run {run.id} · {run.model}")
     for a, g in rows:
@@ -244,7 +259,7 @@ def compare(run_a: Annotated[str, typer.Argument(help="Run id (or its unique end
 
     result, a, b = compare_runs(Store(), run_a, run_b)
     if as_json:
-        print(json.dumps({"run_a": a.id, "run_b": b.id, "model_a": a.model, "model_b": b.model, **result.to_dict()}))
+        _print_json({"run_a": a.id, "run_b": b.id, "model_a": a.model, "model_b": b.model, **result.to_dict()})
         return
     table = Table(title=f"{a.model} (A) vs {b.model} (B) on {result.n} shared items", show_header=False)
     table.add_row("A", f"{result.mean_a:.1%}  run {a.id}")
@@ -284,7 +299,7 @@ def leaderboard(exam: Annotated[Optional[str], typer.Option(help="Rank the lates
         except ValueError as error:
             raise _fail(str(error)) from None
         if as_json:
-            print(json.dumps([r.to_dict() for r in board]))
+            _print_json([r.to_dict() for r in board])
             return
         table = Table("rank", "model", "rating", "95% CI", "battles",
                       title=f"Bradley-Terry, {len(loaded)} battles, {rounds} {resample}-level bootstrap rounds")
@@ -297,7 +312,7 @@ def leaderboard(exam: Annotated[Optional[str], typer.Option(help="Rank the lates
 
     standings = exam_leaderboard(Store(), exam)  # type: ignore[arg-type]
     if as_json:
-        print(json.dumps([s.to_dict() for s in standings]))
+        _print_json([s.to_dict() for s in standings])
         return
     table = Table("rank", "model", "accuracy", "95% CI", "items", "run", title=f"Exam {exam}")
     for s in standings:
@@ -345,7 +360,7 @@ def anchors(source: Annotated[Optional[Path], typer.Argument(help="Correctness C
     report = {"out": str(out_path), "models": len(names), "items": len(items), "k": len(fitted.anchor_index),
               "lambda": fitted.lam, "fit_s": time.perf_counter() - start, **fitted.cv}
     if as_json:
-        print(json.dumps(report))
+        _print_json(report)
         return
     out.print(f"Wrote {len(fitted.anchor_index)} anchors to {out_path} ({report['fit_s']:.0f} s). Cross-validated "
               f"over the {len(names)} models: mean abs. error of gp-IRT {fitted.cv['mae_gp_irt']:.3f}, anchor mean "
@@ -380,7 +395,7 @@ def judge_check(
     human: Annotated[Optional[list[str]], typer.Option(help="Field with a human label; repeat for each "
                                                        "annotator.")] = None,
     match_threshold: Annotated[Optional[float], typer.Option(help="Numeric ratings: match = rating >= this.")] = None,
-    limit: Annotated[Optional[int], typer.Option(help="Only the first N rows.")] = None,
+    limit: Annotated[Optional[int], typer.Option(min=1, help="Only the first N rows.")] = None,
     unguarded: Annotated[bool, typer.Option("--unguarded", help="Plain prompts, without the prompt-injection "
                                             "defences (for comparison).")] = False,
     as_json: JsonOpt = False,
@@ -421,7 +436,7 @@ def judge_check(
     if plot is not None and report.get("calibration_curve"):
         _reliability_plot(report["calibration_curve"], plot, f"{grader} · {judge}")
     if as_json:
-        print(json.dumps({k: v for k, v in report.items()}))
+        _print_json(report)
         return
     table = Table(title=f"Judge {judge} · {grader} · {report['n']} rows of {path.name}", show_header=False)
     low, high = report["kappa_ci"]
@@ -502,7 +517,7 @@ def calibrate(
     match_threshold: Annotated[Optional[float], typer.Option(help="Numeric ratings: match = rating >= this.")] = None,
     out_path: Annotated[Optional[Path], typer.Option("--out", "-o", help="Calibration file (default "
                                                      "NAME.calibration.json next to the data).")] = None,
-    limit: Annotated[Optional[int], typer.Option(help="Only the first N rows.")] = None,
+    limit: Annotated[Optional[int], typer.Option(min=1, help="Only the first N rows.")] = None,
 ) -> None:
     """Fit the `match` grader's verdict rule on human labels; use it with `exam --calibration FILE`."""
     judge_check(path, grader="match", judge=judge, baseline="rules", calibrate=True, calibration_out=out_path,
@@ -521,7 +536,7 @@ def battles(
         "battles.jsonl"),
     model_a: Annotated[str, typer.Option(help="Model name for rows without a model_a field.")] = "A",
     model_b: Annotated[str, typer.Option(help="Model name for rows without a model_b field.")] = "B",
-    limit: Annotated[Optional[int], typer.Option(help="Only the first N pairs.")] = None,
+    limit: Annotated[Optional[int], typer.Option(min=1, help="Only the first N pairs.")] = None,
 ) -> None:
     """Judge pairs of responses in both orders and write the battles (order flips become ties)."""
     from magister.judges import Judge
@@ -631,7 +646,7 @@ def write(
     write_json(rejected_path, written.rejected())
     summary = {**written.summary(), "out": str(out_path), "rejected_file": str(rejected_path), "weights": weights}
     if as_json:
-        print(json.dumps(summary))
+        _print_json(summary)
         return
     table = Table(title=f"Wrote {len(written.items)} items to {out_path}", show_header=False)
     table.add_row("teacher", f"{teacher} ({written.calls} calls, {written.tokens} tokens)")
@@ -725,7 +740,7 @@ def teach(
     report = run.report()
     paths = teach_report.write(report, settings.out)
     if as_json:
-        print(json.dumps(report, default=str))
+        _print_json(report)
         return
     out.print(teach_report.table(report), width=max(out.width, 120))
     out.print(f"Report: {paths['html']} · learning curve: {paths['png']} · JSON: {paths['json']}")
@@ -764,7 +779,7 @@ def difficulty(
                                      "irt_difficulty": r["irt_difficulty"]}))
         out_path.write_text("".join(line + "\n" for line in lines))
     if as_json:
-        print(json.dumps({"exam": exam, "models": models, "items": rows, "kept": len(kept)}))
+        _print_json({"exam": exam, "models": models, "items": rows, "kept": len(kept)})
         return
     table = Table(title=f"{exam}: {len(rows)} items, {len(models)} models ({', '.join(models)}); hardest first")
     for column in ("item", "share correct", "IRT difficulty", "input"):
@@ -795,7 +810,7 @@ def _teach_seeds(settings, seeds_text: str, resume: bool, as_json: bool) -> None
         err.print(f"\nInterrupted: finished stages are saved. Continue with the same command and --resume.")
         raise typer.Exit(130) from None
     if as_json:
-        print(json.dumps(analysis))
+        _print_json(analysis)
         return
     table = Table(title=f"teach over training seeds {seeds_text} ({analysis['items']} exam items)")
     for column in ("", "mean accuracy", "95% CI (seeds x items)", "per seed"):
@@ -821,7 +836,7 @@ def models(as_json: JsonOpt = False) -> None:
         rows.append({"backend": backend.name, "example": backend.example, "choices": cls.supports_choices,
                      "logprobs": cls.supports_logprobs, "about": backend.summary})
     if as_json:
-        print(json.dumps(rows))
+        _print_json(rows)
         return
     table = Table("backend", "example spec", "choice scoring", "token logprobs", "about")
     for r in rows:
