@@ -246,3 +246,10 @@ def test_unicode_line_separators_inside_strings_do_not_split_rows(tmp_path: Path
     csv_path = tmp_path / "u.csv"
     csv_path.write_text(f'id,question,answer\nx,"{text}",4\n', encoding="utf-8")
     assert load_exam(csv_path).items[0].input == text
+
+
+def test_a_nan_reference_is_missing_not_the_label_nan(tmp_path: Path) -> None:
+    path = tmp_path / "nan.jsonl"
+    path.write_text('{"id": "a", "question": "q", "answer": "x"}\n{"id": "b", "question": "q", "answer": NaN}\n')
+    with pytest.raises(DataError, match=r"nan.jsonl:2: missing value \(nan\) \(field 'answer'\)"):
+        load_exam(path)

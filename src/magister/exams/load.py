@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -213,6 +214,8 @@ def _column(rows: list[tuple[int, dict[str, Any]]], given: str | None, guesses: 
 def _text(value: Any, label: str, line: int, field: str) -> str:
     if value is None or (isinstance(value, str) and not value.strip()):
         raise DataError("missing or empty value", path=label, line=line, field=field)
+    if isinstance(value, float) and not math.isfinite(value):  # JSON NaN, a Parquet null: not the text "nan"
+        raise DataError(f"missing value ({value})", path=label, line=line, field=field)
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise DataError(f"expected text or a number, got {type(value).__name__}", path=label, line=line,
                         field=field)
