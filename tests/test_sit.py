@@ -127,3 +127,35 @@ def test_every_run_stores_its_kinds_and_label_sets(store: Store) -> None:
     summary = sit(sentiment_exam(6), load_model("mock:first"), store, progress=False)
     config = store.run(summary.run_id).config
     assert config["kinds"] == ["classification"] and config["label_sets"] == [["negative", "positive"]]
+
+
+def test_a_bad_regex_fails_before_any_call_and_a_failed_run_resumes(store: Store) -> None:
+    from magister.errors import ConfigError
+    from magister.models.base import load_model
+    from magister.models.mock import MockModel
+    from magister.types import Exam, Item, Kind
+
+    bad = Exam(name="rx", items=[Item(id="a", input="q", reference="(unclosed", kind=Kind.free_form)])
+    model = MockModel("mock:text=x")
+    with pytest.raises(ConfigError, match="item 'a': the reference is not a valid regular expression"):
+        sit(bad, model, store, grader="regex", progress=False)
+    assert model.calls == 0 and store.runs() == []
+
+    calls = {"n": 0}
+
+    def flaky(request):  # noqa: ANN001, ANN202
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("the backend broke")
+        return "negative"
+
+    exam = sentiment_exam(4)
+    broken = MockModel("mock:flaky", respond=flaky)
+    broken.batch_size = 1
+    with pytest.raises(RuntimeError):
+        sit(exam, broken, store, use_choices=False, progress=False)
+    [failed] = store.runs()
+    assert failed.status == "failed"
+    summary = sit(exam, MockModel("mock:flaky", respond=lambda r: "negative"), store, use_choices=False,
+                  progress=False)
+    assert summary.run_id == failed.id and summary.resumed_items == 1 and store.run(failed.id).status == "finished"

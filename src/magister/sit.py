@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -125,6 +126,13 @@ def sit(exam: Exam, model: Model, store: Store, *, grader: str = "auto", judge: 
     the number of items finished so far (tests use it to interrupt).
     """
     grade = grader_for(grader, judge, store, calibration, cascade, calibrate_choices and grader == "match")
+    if grader == "regex":  # a bad pattern fails before any model call, naming its item
+        for item in exam.items:
+            try:
+                re.compile(item.reference)
+            except re.error as error:
+                raise ConfigError(f"item {item.id!r}: the reference is not a valid regular expression for "
+                                  f"--grader regex ({error})") from None
     choices = use_choices and model.supports_choices
     settings: dict[str, object] = {"use_choices": choices}
     if judge is not None and grader in JUDGED:
@@ -159,44 +167,51 @@ def sit(exam: Exam, model: Model, store: Store, *, grader: str = "auto", judge: 
     started = time.perf_counter()
     stats = {"hits": 0, "calls": 0, "tokens": 0}
 
-    with progress_bar(console, progress) as bar:
-        task = bar.add_task(f"{exam.name} · {model.spec}", total=len(exam.items), completed=len(done), rate="")
-        if done:
-            console.print(f"Resuming run {run_id}: {len(done)} of {len(exam.items)} items already answered.")
-        for start in range(0, len(todo), size):
-            batch = todo[start:start + size]
-            requests = [build_request(item, exam, use_choices=choices) for _, item in batch]
-            keys, completions, hits = ask(model, store, requests)
-            answers = [answer_from(item, key, c) for (_, item), key, c in zip(batch, keys, completions)]
-            if "calibrate_choices" in settings:
-                answers = [contextual.recalibrate(a, content_free(item)) if item.candidates else a
-                           for (_, item), a in zip(batch, answers)]
-            grades = grade([item for _, item in batch], answers)
-            with store.transaction():
-                store.put_answers(run_id, [(pos, a, g) for (pos, _), a, g in zip(batch, answers, grades)])
-            stats["hits"] += hits
-            stats["calls"] += len(batch) - hits
-            stats["tokens"] += sum(c.completion_tokens + c.prompt_tokens for c in completions if not c.cached)
-            elapsed = time.perf_counter() - started
-            finished = start + len(batch)
-            bar.update(task, advance=len(batch),
-                       rate=f"{finished / elapsed:.1f} items/s · {stats['tokens'] / elapsed:.0f} tok/s · "
-                            f"{stats['hits']} cached")
-            if on_batch is not None:
-                on_batch(finished)
+    try:
+        with progress_bar(console, progress) as bar:
+            task = bar.add_task(f"{exam.name} · {model.spec}", total=len(exam.items), completed=len(done), rate="")
+            if done:
+                console.print(f"Resuming run {run_id}: {len(done)} of {len(exam.items)} items already answered.")
+            for start in range(0, len(todo), size):
+                batch = todo[start:start + size]
+                requests = [build_request(item, exam, use_choices=choices) for _, item in batch]
+                keys, completions, hits = ask(model, store, requests)
+                answers = [answer_from(item, key, c) for (_, item), key, c in zip(batch, keys, completions)]
+                if "calibrate_choices" in settings:
+                    answers = [contextual.recalibrate(a, content_free(item)) if item.candidates else a
+                               for (_, item), a in zip(batch, answers)]
+                grades = grade([item for _, item in batch], answers)
+                with store.transaction():
+                    store.put_answers(run_id, [(pos, a, g) for (pos, _), a, g in zip(batch, answers, grades)])
+                stats["hits"] += hits
+                stats["calls"] += len(batch) - hits
+                stats["tokens"] += sum(c.completion_tokens + c.prompt_tokens for c in completions if not c.cached)
+                elapsed = time.perf_counter() - started
+                finished = start + len(batch)
+                bar.update(task, advance=len(batch),
+                           rate=f"{finished / elapsed:.1f} items/s · {stats['tokens'] / elapsed:.0f} tok/s · "
+                                f"{stats['hits']} cached")
+                if on_batch is not None:
+                    on_batch(finished)
 
-    summary = summarize(run_id, exam, model.spec, grader, store.answers(run_id),
-                        time.perf_counter() - started, resumed_items=len(done), cache_hits=stats["hits"],
-                        model_calls=stats["calls"])
-    if judge is not None and grader in JUDGED:
-        summary.judge_repeat_agreement = repeat_agreement(grader, judge, exam, store.answers(run_id))
-    if cascade:
-        settled = sum(1 for _, g in store.answers(run_id) if (g.rationale or "").startswith("settled by the rules"))
-        summary.judge_share = (summary.n - settled) / summary.n if summary.n else None
-        usage = getattr(grade, "__self__").usage
-        tokens = usage.prompt_tokens + usage.completion_tokens
-        if usage.calls:  # what this invocation's fresh judge calls cost on average
-            summary.judge_tokens_saved = round(settled * tokens / usage.calls)
+        summary = summarize(run_id, exam, model.spec, grader, store.answers(run_id),
+                            time.perf_counter() - started, resumed_items=len(done), cache_hits=stats["hits"],
+                            model_calls=stats["calls"])
+        if judge is not None and grader in JUDGED:
+            summary.judge_repeat_agreement = repeat_agreement(grader, judge, exam, store.answers(run_id))
+        if cascade:
+            settled = sum(1 for _, g in store.answers(run_id) if (g.rationale or "").startswith("settled by the rules"))
+            summary.judge_share = (summary.n - settled) / summary.n if summary.n else None
+            usage = getattr(grade, "__self__").usage
+            tokens = usage.prompt_tokens + usage.completion_tokens
+            if usage.calls:  # what this invocation's fresh judge calls cost on average
+                summary.judge_tokens_saved = round(settled * tokens / usage.calls)
+    except KeyboardInterrupt:  # finished batches are stored; the same command resumes
+        store.mark_run(run_id, "interrupted")
+        raise
+    except Exception:
+        store.mark_run(run_id, "failed")
+        raise
     store.finish_run(run_id, summary.to_dict())
     return summary
 

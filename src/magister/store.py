@@ -73,7 +73,7 @@ class RunRow:
     id: str
     created_at: float
     finished_at: float | None
-    status: str  # running | finished
+    status: str  # running | interrupted | failed | finished
     exam_name: str
     exam_version: str
     model: str
@@ -163,8 +163,10 @@ class Store:
         return run_id
 
     def resumable_run(self, fingerprint: str) -> str | None:
-        """The latest unfinished run with this fingerprint (same exam, model, grader, settings)."""
-        row = self.db.execute("SELECT id FROM runs WHERE fingerprint = ? AND status = 'running' "
+        """The latest unfinished run (running, interrupted or failed) with this fingerprint (same exam, model,
+        grader, settings)."""
+        row = self.db.execute("SELECT id FROM runs WHERE fingerprint = ? AND status IN ('running', 'interrupted', "
+                              "'failed') "
                               "ORDER BY created_at DESC LIMIT 1", (fingerprint,)).fetchone()
         return row[0] if row else None
 
@@ -172,6 +174,11 @@ class Store:
         with self.transaction():
             self.db.execute("UPDATE runs SET status = 'finished', finished_at = ?, summary = ? WHERE id = ?",
                             (time.time(), json.dumps(summary), run_id))
+
+    def mark_run(self, run_id: str, status: str) -> None:
+        """An unfinished run's status: 'interrupted' (Ctrl-C) or 'failed' (an error); both resume."""
+        with self.transaction():
+            self.db.execute("UPDATE runs SET status = ? WHERE id = ? AND status != 'finished'", (status, run_id))
 
     def run(self, run_id: str) -> RunRow:
         rows = self.runs(run_id=run_id)
