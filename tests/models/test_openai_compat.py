@@ -47,8 +47,19 @@ class FlakyHandler(BaseHTTPRequestHandler):
             return self._send(500, {"error": "boom"})
         if kind == "slow" and failing:
             time.sleep(1.5)
+        if kind == "html" and failing:
+            return self._send_raw(200, b"<html><body>502 Bad Gateway</body></html>", "text/html")
+        if kind == "shape" and failing:
+            return self._send(200, {"choices": [{"message": {"content": {"parts": ["x"]}}}]})
         self._send(200, {"choices": [{"message": {"content": f"echo: {text}"}, "finish_reason": "stop"}],
                          "usage": {"prompt_tokens": 5, "completion_tokens": 2}})
+
+    def _send_raw(self, status: int, data: bytes, content_type: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
 
     def _send(self, status: int, payload: dict, headers: dict | None = None) -> None:
         data = json.dumps(payload).encode()
@@ -105,6 +116,17 @@ def test_gives_up_with_clear_errors(flaky: str) -> None:
     with pytest.raises(BackendError) as info:
         model.generate([ask("ok"), ask("error 9")])
     assert list(info.value.partial) == [0]  # the finished request is handed back to be cached
+    model.close()
+
+
+def test_a_malformed_200_is_retried_then_fails_in_one_line(flaky: str) -> None:
+    model = OpenAICompatModel(f"openai-compatible:{flaky}#m", max_retries=2, backoff_s=0.01, timeout_s=2)
+    out = model.generate([ask("html 1"), ask("shape 2")])
+    assert [c.text for c in out] == ["echo: html 1", "echo: shape 2"] and model.retries == 3
+    with pytest.raises(BackendError, match="malformed response after 3 tries: .*not text"):
+        model.generate([ask("shape 9")])
+    with pytest.raises(BackendError, match="malformed response after 3 tries"):
+        model.generate([ask("html 9")])
     model.close()
 
 

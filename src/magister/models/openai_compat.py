@@ -126,7 +126,14 @@ class OpenAICompatModel(Model):
                 self._sleep(attempt, None)
                 continue
             if response.status_code == 200:
-                return self._parse_response(path, response.json(), time.perf_counter() - start)
+                try:  # a 200 that is not the JSON it should be (an HTML error page, a cut body) is a server fault
+                    return self._parse_response(path, response.json(), time.perf_counter() - start)
+                except (ValueError, BackendError) as err:
+                    if last:
+                        raise BackendError(f"{self.base_url}{path}: malformed response after {attempt + 1} tries: "
+                                           f"{str(err)[:200]}") from None
+                    self._sleep(attempt, None)
+                    continue
             if response.status_code in RETRY_STATUS and not last:
                 self._sleep(attempt, retry_after(response.headers.get("Retry-After")))
                 continue
@@ -152,6 +159,8 @@ class OpenAICompatModel(Model):
             text = choice["message"]["content"] if path == "/chat/completions" else choice["text"]
         except (KeyError, IndexError, TypeError):
             raise BackendError(f"{self.base_url}{path}: unexpected response shape: {str(data)[:300]}") from None
+        if text is not None and not isinstance(text, str):
+            raise BackendError(f"{self.base_url}{path}: the content is a {type(text).__name__}, not text")
         usage = data.get("usage") or {}
         logprobs = None
         content = (choice.get("logprobs") or {}).get("content") if isinstance(choice.get("logprobs"), dict) else None
