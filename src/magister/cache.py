@@ -22,8 +22,9 @@ def ask(model: Model, store: Store, requests: list[Request]) -> tuple[list[str],
     todo = [(keys[i], requests[i]) for i in misses]
     try:
         fresh = model.generate([request for _, request in todo]) if todo else []
-    except BackendError as err:
-        finished = [(todo[i][0], todo[i][1], c) for i, c in err.partial.items() if isinstance(c, Completion)]
+    except (BackendError, KeyboardInterrupt) as err:  # what did arrive is kept: a rerun will not ask again
+        partial = getattr(err, "partial", None) or {}
+        finished = [(todo[i][0], todo[i][1], c) for i, c in partial.items() if isinstance(c, Completion)]
         if finished:
             with store.transaction():
                 store.put_responses(model.backend, model.identity(), finished)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -128,6 +129,20 @@ def test_a_malformed_200_is_retried_then_fails_in_one_line(flaky: str) -> None:
     with pytest.raises(BackendError, match="malformed response after 3 tries"):
         model.generate([ask("html 9")])
     model.close()
+
+
+def test_ctrl_c_sends_nothing_new_and_keeps_what_arrived(flaky: str) -> None:
+    model = OpenAICompatModel(f"openai-compatible:{flaky}#m", concurrency=2, timeout_s=10)
+    texts = ["fast a", "fast b", *[f"slow {n}" for n in range(1, 9)]]  # 'slow N' sleeps 1.5 s
+    threading.Timer(0.4, os.kill, (os.getpid(), signal.SIGINT)).start()  # a real Ctrl-C
+    start = time.perf_counter()
+    with pytest.raises(KeyboardInterrupt) as info:
+        model.generate([ask(t) for t in texts])
+    assert time.perf_counter() - start < 1.0
+    assert [info.value.partial[i].text for i in sorted(info.value.partial)] == ["echo: fast a", "echo: fast b"]
+    model.pool.shutdown(wait=True)  # the workers end at once: nothing was left to send
+    assert time.perf_counter() - start < 2.0
+    assert sum(FlakyHandler.attempts.values()) <= 4  # 2 fast + the 2 in flight at the interrupt
 
 
 def test_unreachable_server() -> None:

@@ -17,7 +17,7 @@ import os
 import random
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any
 
 import httpx
@@ -66,6 +66,7 @@ class OpenAICompatModel(Model):
                                    limits=httpx.Limits(max_connections=self.concurrency))
         self.pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="magister-http")
         self.retries = 0  # retried attempts, for reports and tests
+        self.stopping = False  # set on Ctrl-C: workers send nothing more and stop retrying
 
     def _parse(self, rest: str) -> tuple[str, str]:
         url, _, model = rest.partition("#")
@@ -80,14 +81,29 @@ class OpenAICompatModel(Model):
         return f"{self.base_url}#{self.model_name}"
 
     def generate(self, requests: Sequence[Request]) -> list[Completion]:
+        """Answer a batch concurrently. On Ctrl-C nothing new is sent, requests in flight are dropped, and
+        the KeyboardInterrupt carries the completions that had arrived (`partial`), for the cache."""
         futures = [self.pool.submit(self._one, r) for r in requests]
         results: dict[int, Completion] = {}
-        failure: BaseException | None = None
-        for index, future in enumerate(futures):
-            try:
-                results[index] = future.result()
-            except BaseException as err:  # keep collecting: the finished ones are worth saving
-                failure = failure or err
+        failure: Exception | None = None
+        try:
+            for index, future in enumerate(futures):
+                while not future.done():  # short waits: a Ctrl-C is seen at once, not after the slowest reply
+                    wait([future], timeout=0.1)
+                try:
+                    results[index] = future.result()
+                except Exception as err:  # keep collecting: the finished ones are worth saving
+                    failure = failure or err
+        except KeyboardInterrupt as interrupt:
+            self.stopping = True
+            for future in futures:
+                future.cancel()
+            for index, future in enumerate(futures):
+                if future.done() and not future.cancelled() and future.exception() is None:
+                    results[index] = future.result()
+            interrupt.partial = results  # type: ignore[attr-defined]
+            self.client.close()  # requests in flight end now, so the process can exit at once
+            raise
         if failure is not None:
             if isinstance(failure, BackendError):
                 failure.partial = results  # type: ignore[attr-defined]
@@ -118,6 +134,8 @@ class OpenAICompatModel(Model):
         start = time.perf_counter()
         for attempt in range(self.max_retries + 1):
             last = attempt == self.max_retries
+            if self.stopping:
+                raise BackendError("interrupted")
             try:
                 response = self.client.post(path, json=body)
             except (httpx.TimeoutException, httpx.TransportError) as err:
@@ -151,7 +169,9 @@ class OpenAICompatModel(Model):
         delay = min(self.max_backoff_s, self.backoff_s * 2 ** attempt) * random.uniform(0.5, 1.0)
         if asked is not None:
             delay = max(delay, min(asked, self.max_backoff_s))
-        time.sleep(delay)
+        deadline = time.monotonic() + delay
+        while not self.stopping and time.monotonic() < deadline:  # a Ctrl-C cuts the wait short
+            time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
 
     def _parse_response(self, path: str, data: dict[str, Any], latency: float) -> Completion:
         try:
