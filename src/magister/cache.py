@@ -29,8 +29,9 @@ def ask(model: Model, store: Store, requests: list[Request]) -> tuple[list[str],
             with store.transaction():
                 store.put_responses(model.backend, model.identity(), finished)
         raise
-    with store.transaction():
-        store.put_responses(model.backend, model.identity(), [(keys[i], requests[i], c) for i, c in zip(misses, fresh)])
+    with store.transaction():  # a failed request (completion.error) is not cached: it is asked again next time
+        store.put_responses(model.backend, model.identity(),
+                            [(keys[i], requests[i], c) for i, c in zip(misses, fresh) if c.error is None])
     for i, completion in zip(misses, fresh):
         completions[keys[i]] = completion
     return keys, [completions[k] for k in keys], len(requests) - len(misses)

@@ -71,6 +71,8 @@ def _sit_and_report(exam, model_spec: str, grader: str, use_choices: bool, as_js
     except KeyboardInterrupt:
         err.print("\nInterrupted: finished items are saved. Run the same command again to resume.")
         raise typer.Exit(130) from None
+    except MagisterError as error:
+        raise _fail(f"{error}\nFinished items are saved: run the same command again to resume.") from None
     finally:
         model.close()
         if judge is not None:
@@ -88,6 +90,11 @@ def _sit_and_report(exam, model_spec: str, grader: str, use_choices: bool, as_js
     table.add_row("accuracy", f"[bold]{summary.accuracy:.1%}[/]  95% CI {summary.ci_low:.1%} - {summary.ci_high:.1%}"
                   f"  ({summary.correct}/{summary.n})")
     table.add_row("parse failures", str(summary.parse_failures))
+    if summary.n_failed:
+        first = summary.failed[0]
+        table.add_row("[yellow]failed items[/]", f"[yellow]{summary.n_failed} refused by the backend, not scored "
+                      f"(first: {first['item_id']}: {first['error'][:120]}). Run the same command again to retry "
+                      "them.[/]")
     if summary.judge_share is not None:
         saved = "" if summary.judge_tokens_saved is None else f", about {summary.judge_tokens_saved} judge tokens saved"
         table.add_row("cascade", f"{summary.judge_share:.0%} of answers reached the judge (the rules settled the "

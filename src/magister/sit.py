@@ -13,7 +13,7 @@ import json
 import re
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from rich.console import Console
@@ -56,6 +56,8 @@ class Summary:
     judge_repeat_agreement: float | None = None  # judged graders: a second, uncached judgment on a sample
     judge_share: float | None = None  # `match` with the cascade: share of answers that reached the judge
     judge_tokens_saved: int | None = None  # estimated: settled answers x judge tokens per judged answer
+    n_failed: int = 0  # items the backend refused (e.g. HTTP 400): not scored, retried by the same command
+    failed: list[dict[str, str]] = field(default_factory=list)  # {item_id, error}
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -166,6 +168,7 @@ def sit(exam: Exam, model: Model, store: Store, *, grader: str = "auto", judge: 
     console = console or Console(stderr=True)
     started = time.perf_counter()
     stats = {"hits": 0, "calls": 0, "tokens": 0}
+    failures: dict[str, str] = {}  # item id -> why the backend refused it
 
     try:
         with progress_bar(console, progress) as bar:
@@ -176,13 +179,18 @@ def sit(exam: Exam, model: Model, store: Store, *, grader: str = "auto", judge: 
                 batch = todo[start:start + size]
                 requests = [build_request(item, exam, use_choices=choices) for _, item in batch]
                 keys, completions, hits = ask(model, store, requests)
-                answers = [answer_from(item, key, c) for (_, item), key, c in zip(batch, keys, completions)]
+                for (_, item), c in zip(batch, completions):
+                    if c.error is not None:  # refused by the backend: not stored, so the same command retries it
+                        failures[item.id] = c.error
+                answered = [(b, k, c) for b, k, c in zip(batch, keys, completions) if c.error is None]
+                answers = [answer_from(item, key, c) for (_, item), key, c in answered]
                 if "calibrate_choices" in settings:
                     answers = [contextual.recalibrate(a, content_free(item)) if item.candidates else a
-                               for (_, item), a in zip(batch, answers)]
-                grades = grade([item for _, item in batch], answers)
+                               for ((_, item), _, _), a in zip(answered, answers)]
+                grades = grade([item for (_, item), _, _ in answered], answers)
                 with store.transaction():
-                    store.put_answers(run_id, [(pos, a, g) for (pos, _), a, g in zip(batch, answers, grades)])
+                    store.put_answers(run_id, [(pos, a, g) for ((pos, _), _, _), a, g in zip(answered, answers,
+                                                                                            grades)])
                 stats["hits"] += hits
                 stats["calls"] += len(batch) - hits
                 stats["tokens"] += sum(c.completion_tokens + c.prompt_tokens for c in completions if not c.cached)
@@ -212,7 +220,10 @@ def sit(exam: Exam, model: Model, store: Store, *, grader: str = "auto", judge: 
     except Exception:
         store.mark_run(run_id, "failed")
         raise
-    store.finish_run(run_id, summary.to_dict())
+    if failures:
+        summary.n_failed = len(failures)
+        summary.failed = [{"item_id": i, "error": e} for i, e in failures.items()]
+    store.finish_run(run_id, summary.to_dict(), status="incomplete" if failures else "finished")
     return summary
 
 

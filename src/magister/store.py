@@ -73,7 +73,7 @@ class RunRow:
     id: str
     created_at: float
     finished_at: float | None
-    status: str  # running | interrupted | failed | finished
+    status: str  # running | interrupted | failed | incomplete (some items failed) | finished
     exam_name: str
     exam_version: str
     model: str
@@ -163,17 +163,18 @@ class Store:
         return run_id
 
     def resumable_run(self, fingerprint: str) -> str | None:
-        """The latest unfinished run (running, interrupted or failed) with this fingerprint (same exam, model,
+        """The latest unfinished run (running, interrupted, failed or incomplete) with this fingerprint (same exam, model,
         grader, settings)."""
         row = self.db.execute("SELECT id FROM runs WHERE fingerprint = ? AND status IN ('running', 'interrupted', "
-                              "'failed') "
+                              "'failed', 'incomplete') "
                               "ORDER BY created_at DESC LIMIT 1", (fingerprint,)).fetchone()
         return row[0] if row else None
 
-    def finish_run(self, run_id: str, summary: dict[str, Any]) -> None:
+    def finish_run(self, run_id: str, summary: dict[str, Any], status: str = "finished") -> None:
+        """Close a run with its summary; 'incomplete' when some items failed (the same command retries them)."""
         with self.transaction():
-            self.db.execute("UPDATE runs SET status = 'finished', finished_at = ?, summary = ? WHERE id = ?",
-                            (time.time(), json.dumps(summary), run_id))
+            self.db.execute("UPDATE runs SET status = ?, finished_at = ?, summary = ? WHERE id = ?",
+                            (status, time.time(), json.dumps(summary), run_id))
 
     def mark_run(self, run_id: str, status: str) -> None:
         """An unfinished run's status: 'interrupted' (Ctrl-C) or 'failed' (an error); both resume."""

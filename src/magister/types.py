@@ -124,6 +124,8 @@ class Completion(BaseModel):
     latency_s: float = 0.0
     cached: bool = False
     finish_reason: str | None = None
+    error: str | None = Field(None, description="Why the backend could not answer this request (e.g. HTTP 400); "
+                                                "such a completion is never cached, and its item is retried.")
 
 
 class Answer(BaseModel):

@@ -48,6 +48,8 @@ class FlakyHandler(BaseHTTPRequestHandler):
             return self._send(500, {"error": "boom"})
         if kind == "slow" and failing:
             time.sleep(1.5)
+        if kind == "reject":
+            return self._send(400, {"error": {"message": "This model's maximum context length is 8 tokens"}})
         if kind == "html" and failing:
             return self._send_raw(200, b"<html><body>502 Bad Gateway</body></html>", "text/html")
         if kind == "shape" and failing:
@@ -143,6 +145,37 @@ def test_ctrl_c_sends_nothing_new_and_keeps_what_arrived(flaky: str) -> None:
     model.pool.shutdown(wait=True)  # the workers end at once: nothing was left to send
     assert time.perf_counter() - start < 2.0
     assert sum(FlakyHandler.attempts.values()) <= 4  # 2 fast + the 2 in flight at the interrupt
+
+
+def test_a_down_server_trips_the_breaker(flaky: str) -> None:
+    model = OpenAICompatModel(f"openai-compatible:{flaky}#m", concurrency=8, max_retries=6, backoff_s=0.01,
+                              breaker=20)
+    start = time.perf_counter()
+    with pytest.raises(BackendError, match="stopped after 2[0-9] failed attempts in a row"):
+        model.generate([ask("error 99") for _ in range(40)])
+    assert sum(FlakyHandler.attempts.values()) <= 20 + 8 and time.perf_counter() - start < 5
+    model.close()
+
+
+def test_an_item_the_server_refuses_fails_alone_and_is_retried(flaky: str, tmp_path) -> None:  # noqa: ANN001
+    from magister.sit import sit
+    from magister.store import Store
+    from magister.types import Exam, Item, Kind
+
+    items = [Item(id=f"q{n}", input=text, reference=f"echo: {text}", kind=Kind.free_form)
+             for n, text in enumerate(["one", "two", "reject", "four"])]
+    exam = Exam(name="http", items=items, instructions="x")
+    store = Store(tmp_path / "m.db")
+    model = OpenAICompatModel(f"openai-compatible:{flaky}#m", backoff_s=0.01)
+    first = sit(exam, model, store, progress=False)
+    assert first.n == 3 and first.n_failed == 1 and first.failed[0]["item_id"] == "q2"
+    assert "HTTP 400" in first.failed[0]["error"] and "maximum context length" in first.failed[0]["error"]
+    assert store.run(first.run_id).status == "incomplete"
+    before = sum(FlakyHandler.attempts.values())
+    again = sit(exam, model, store, progress=False)
+    assert again.run_id == first.run_id and again.n_failed == 1
+    assert sum(FlakyHandler.attempts.values()) - before == 1  # only the refused item is asked again
+    model.close()
 
 
 def test_unreachable_server() -> None:

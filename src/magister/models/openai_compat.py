@@ -15,6 +15,7 @@ from __future__ import annotations
 import email.utils
 import os
 import random
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -27,6 +28,7 @@ from magister.models.base import Model
 from magister.types import Completion, Request, TokenLogprob
 
 RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
+ITEM_STATUS = {400, 404, 413, 422}  # the server refuses this request (content filter, context overflow ...)
 
 
 def retry_after(header: str | None, now: float | None = None) -> float | None:
@@ -51,7 +53,8 @@ class OpenAICompatModel(Model):
     key_env = "MAGISTER_API_KEY"
 
     def __init__(self, spec: str, *, concurrency: int | None = None, timeout_s: float | None = None,
-                 max_retries: int = 6, backoff_s: float = 0.5, max_backoff_s: float = 60.0) -> None:
+                 max_retries: int = 6, backoff_s: float = 0.5, max_backoff_s: float = 60.0,
+                 breaker: int = 20) -> None:
         super().__init__(spec)
         self.base_url, self.model_name = self._parse(spec.partition(":")[2])
         self.concurrency = concurrency or int(os.environ.get("MAGISTER_HTTP_CONCURRENCY", "8"))
@@ -67,6 +70,9 @@ class OpenAICompatModel(Model):
         self.pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="magister-http")
         self.retries = 0  # retried attempts, for reports and tests
         self.stopping = False  # set on Ctrl-C: workers send nothing more and stop retrying
+        self.breaker = breaker  # this many failed attempts in a row, over all requests, and the run stops
+        self.failures_in_a_row = 0
+        self.lock = threading.Lock()
 
     def _parse(self, rest: str) -> tuple[str, str]:
         url, _, model = rest.partition("#")
@@ -136,33 +142,51 @@ class OpenAICompatModel(Model):
             last = attempt == self.max_retries
             if self.stopping:
                 raise BackendError("interrupted")
+            if self.failures_in_a_row >= self.breaker:
+                raise BackendError(f"{self.base_url}{path}: stopped after {self.failures_in_a_row} failed attempts "
+                                   "in a row (the server seems down)")
             try:
                 response = self.client.post(path, json=body)
             except (httpx.TimeoutException, httpx.TransportError) as err:
+                self._failed()
                 if last:
                     raise BackendError(f"{self.base_url}{path}: {type(err).__name__} after {attempt + 1} tries") from None
                 self._sleep(attempt, None)
                 continue
             if response.status_code == 200:
                 try:  # a 200 that is not the JSON it should be (an HTML error page, a cut body) is a server fault
-                    return self._parse_response(path, response.json(), time.perf_counter() - start)
+                    completion = self._parse_response(path, response.json(), time.perf_counter() - start)
+                    with self.lock:
+                        self.failures_in_a_row = 0
+                    return completion
                 except (ValueError, BackendError) as err:
+                    self._failed()
                     if last:
                         raise BackendError(f"{self.base_url}{path}: malformed response after {attempt + 1} tries: "
                                            f"{str(err)[:200]}") from None
                     self._sleep(attempt, None)
                     continue
-            if response.status_code in RETRY_STATUS and not last:
-                self._sleep(attempt, retry_after(response.headers.get("Retry-After")))
-                continue
+            if response.status_code in RETRY_STATUS:
+                if response.status_code != 429:  # a rate limit is the server working, not failing
+                    self._failed()
+                if not last:
+                    self._sleep(attempt, retry_after(response.headers.get("Retry-After")))
+                    continue
             detail = response.text[:300]
             if response.status_code == 429:
                 raise RateLimitError(f"{self.base_url}{path}: still rate limited after {attempt + 1} tries: {detail}")
             if response.status_code in (401, 403):
                 raise BackendError(f"{self.base_url}{path}: HTTP {response.status_code}: check the key in "
                                    f"{self.key_env}: {detail}")
+            if response.status_code in ITEM_STATUS:  # this request, not the server: the item fails, the run goes on
+                return Completion(text="", error=f"HTTP {response.status_code}: {detail}",
+                                  latency_s=time.perf_counter() - start)
             raise BackendError(f"{self.base_url}{path}: HTTP {response.status_code}: {detail}")
         raise AssertionError("unreachable")
+
+    def _failed(self) -> None:
+        with self.lock:
+            self.failures_in_a_row += 1
 
     def _sleep(self, attempt: int, asked: float | None) -> None:
         self.retries += 1
