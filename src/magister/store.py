@@ -89,6 +89,8 @@ class Store:
     def __init__(self, path: Path | str | None = None) -> None:
         self.path = Path(path) if path is not None else user_dir() / "magister.db"
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if str(self.path) != ":memory:" and not self.path.exists():  # responses may hold private data: owner only
+            self.path.touch(mode=0o600)
         self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")

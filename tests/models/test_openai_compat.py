@@ -275,3 +275,41 @@ def test_real_server_sits_an_exam_and_caches(llama_server: str, store) -> None: 
     assert first.n == 5 and first.model_calls == 5 and first.completion_tokens > 0
     second = sit(exam, load_model(spec), store, progress=False)
     assert second.cache_hits == 5 and second.accuracy == first.accuracy
+
+
+def test_credentials_in_the_url_never_reach_the_store_or_the_output(flaky: str, tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    from typer.testing import CliRunner
+
+    from magister.cli import app
+    from magister.models.base import redact
+
+    monkeypatch.delenv("MAGISTER_API_KEY", raising=False)
+    marker = "SECRETMARKER42"
+    host = flaky.removeprefix("http://")
+    assert redact(f"openai-compatible:http://bob:{marker}@{host}#m") == f"openai-compatible:http://{host}#m"
+    assert redact(f"openai-compatible:http://{host}?api_key={marker}&x=1#m") == f"openai-compatible:http://{host}?x=1#m"
+    first, second = tmp_path / "one.jsonl", tmp_path / "two.jsonl"
+    first.write_text('{"id": "a", "question": "one", "answer": "echo: one"}\n'
+                     '{"id": "b", "question": "two", "answer": "echo: two"}\n')
+    second.write_text('{"id": "c", "question": "three", "answer": "echo: three"}\n'
+                      '{"id": "d", "question": "four", "answer": "echo: four"}\n')
+    outputs = []
+    for exam, spec in ((first, f"openai-compatible:http://bob:{marker}@{host}#m"),
+                       (second, f"openai-compatible:{flaky}?api_key={marker}#m"),
+                       (first, f"openai-compatible:http://bob:OTHER@{host}#m")):
+        result = CliRunner().invoke(app, ["exam", str(exam), "-m", spec, "--json"])
+        assert result.exit_code == 0, result.output
+        outputs.append(result.output + CliRunner().invoke(app, ["runs", "--json"]).output)
+    assert json.loads(outputs[2].splitlines()[0])["cache_hits"] == 2  # the cache key ignores the credentials
+    store_bytes = b"".join(p.read_bytes() for p in (tmp_path / "home").rglob("*") if p.is_file())
+    assert marker.encode() not in store_bytes and not any(marker in o for o in outputs)
+    assert any(a == f"Bearer {marker}" for a in FlakyHandler.auth)  # the query key went into the header
+    assert any(a.startswith("Basic ") for a in FlakyHandler.auth)  # user:password became basic auth
+    database = next((tmp_path / "home").rglob("magister.db"))
+    assert database.stat().st_mode & 0o077 == 0  # only the owner can read the store
+
+
+def test_a_key_with_a_newline_is_refused_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MAGISTER_API_KEY", "sk-abc\n")
+    with pytest.raises(ConfigError, match="holds a newline"):
+        OpenAICompatModel("openai-compatible:http://127.0.0.1:9/v1#m")

@@ -27,7 +27,7 @@ class Model(ABC):
     batch_size: int = 8  # how many requests to hand `generate` at once
 
     def __init__(self, spec: str) -> None:
-        self.spec = spec
+        self.spec = redact(spec)  # what is stored and printed: never a credential
 
     @abstractmethod
     def identity(self) -> str:
@@ -88,6 +88,40 @@ def load_model(spec: str) -> Model:
         raise ConfigError(f"model spec '{spec}' must look like BACKEND:NAME, e.g. {DEFAULT_MODEL} "
                           f"(backends: {', '.join(BACKENDS)})")
     return backend_class(backend)(spec)
+
+
+SECRET_PARAMS = {"api_key", "api-key", "apikey", "key", "token", "access_token", "auth", "password", "secret"}
+
+
+def split_credentials(url: str) -> tuple[str, dict[str, str]]:
+    """A URL without its credentials, and the credentials: `user` and `password` from user:pass@host,
+    `key` from a query parameter such as ?api_key=...; other query parameters stay."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    found: dict[str, str] = {}
+    if parts.username is not None or parts.password is not None:
+        found.update({k: v for k, v in (("user", parts.username), ("password", parts.password)) if v})
+    kept = []
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        if name.lower() in SECRET_PARAMS:
+            found["key"] = value
+        else:
+            kept.append((name, value))
+    netloc = parts.hostname or ""
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, urlencode(kept), parts.fragment)), found
+
+
+def redact(spec: str) -> str:
+    """A model spec with any credentials in its URL taken out (user:pass@, ?api_key=...)."""
+    backend, sep, rest = spec.partition(":")
+    if not sep or "://" not in rest:
+        return spec
+    url, hash_, model = rest.partition("#")
+    clean, _ = split_credentials(url)
+    return f"{backend}:{clean}{hash_}{model}"
 
 
 def cache_key(model: Model, request: Request) -> str:

@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 
 from magister.errors import BackendError, ConfigError, RateLimitError
-from magister.models.base import Model
+from magister.models.base import Model, split_credentials
 from magister.types import Completion, Request, TokenLogprob
 
 RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
@@ -46,6 +46,13 @@ def retry_after(header: str | None, now: float | None = None) -> float | None:
     return max(0.0, when.timestamp() - (now if now is not None else time.time()))
 
 
+def check_key(key: str) -> None:
+    """A key that cannot go into an HTTP header fails now, not after a minute of retries."""
+    if any(ch in key for ch in "\r\n") or not key.isascii() or not key.isprintable():
+        raise ConfigError("the API key holds a newline, a control character or a non-ASCII character: check "
+                          "how it was set (it is read from the environment and never stored)")
+
+
 class OpenAICompatModel(Model):
     backend = "openai-compatible"
     supports_logprobs = True
@@ -62,10 +69,15 @@ class OpenAICompatModel(Model):
         self.max_retries, self.backoff_s, self.max_backoff_s = max_retries, backoff_s, max_backoff_s
         timeout = timeout_s or float(os.environ.get("MAGISTER_HTTP_TIMEOUT", "120"))
         headers = {"Content-Type": "application/json"}
-        key = self._key()
+        key = self._key() or self.url_credentials.get("key") or (
+            self.url_credentials.get("password") if "user" not in self.url_credentials else None)
         if key:
+            check_key(key)
             headers["Authorization"] = f"Bearer {key}"
-        self.client = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout,
+        auth = None
+        if "user" in self.url_credentials:  # user:password@host: HTTP basic auth, never part of the stored spec
+            auth = httpx.BasicAuth(self.url_credentials["user"], self.url_credentials.get("password", ""))
+        self.client = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout, auth=auth,
                                    limits=httpx.Limits(max_connections=self.concurrency))
         self.pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="magister-http")
         self.retries = 0  # retried attempts, for reports and tests
@@ -78,10 +90,13 @@ class OpenAICompatModel(Model):
         url, _, model = rest.partition("#")
         if not url.startswith(("http://", "https://")) or not model:
             raise ConfigError(f"'{self.spec}' should look like openai-compatible:http://HOST:PORT/v1#MODEL")
-        return url.rstrip("/"), model
+        clean, self.url_credentials = split_credentials(url)
+        return clean.rstrip("/"), model
 
     def _key(self) -> str | None:
         return os.environ.get(self.key_env)
+
+    url_credentials: dict[str, str] = {}
 
     def identity(self) -> str:
         return f"{self.base_url}#{self.model_name}"

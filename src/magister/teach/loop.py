@@ -29,7 +29,7 @@ from magister.cache import ask
 from magister.errors import ConfigError
 from magister.exams.load import FieldMap, load_exam, pick_fewshot
 from magister.jsonl import lines
-from magister.models.base import Model, load_model
+from magister.models.base import Model, load_model, redact
 from magister.progress import progress_bar
 from magister.sit import sit
 from magister.stats import wilson
@@ -72,6 +72,15 @@ class Round:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def stored_config(config: TeachConfig) -> dict[str, Any]:
+    """The config as it is written to state.json and reports: model specs without URL credentials."""
+    data = json.loads(config.model_dump_json())
+    for key in ("teacher", "verifier", "student"):
+        if data.get(key):
+            data[key] = redact(data[key])
+    return data
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -139,7 +148,7 @@ class Teach:
         self._check_compatible()
         if resume and state.exists():
             saved = json.loads(state.read_text())
-            if saved["config"] != json.loads(config.model_dump_json()):
+            if saved["config"] != stored_config(config):
                 raise ConfigError(f"{self.out} was started with another configuration; --resume needs the same one")
         self.out.mkdir(parents=True, exist_ok=True)
         self.store = store or Store()
@@ -458,7 +467,7 @@ class Teach:
         write_json(self._dir(record.round) / "round.json", record.to_dict())
 
     def _save_state(self) -> None:
-        write_json(self.out / "state.json", {"config": json.loads(self.config.model_dump_json()),
+        write_json(self.out / "state.json", {"config": stored_config(self.config),
                                              "rounds": len(self.rounds), "stopped": self.stopped})
 
     def final(self) -> Round:
@@ -468,7 +477,7 @@ class Teach:
     def report(self) -> dict[str, Any]:
         """The run as one JSON-able dict: settings, the untrained student, every round, why it stopped."""
         low, high = (wilson(self.baseline["correct"], self.baseline["n"]) if self.baseline else (None, None))
-        return {"config": json.loads(self.config.model_dump_json()), "baseline": self.baseline,
+        return {"config": stored_config(self.config), "baseline": self.baseline,
                 "baseline_ci": [low, high], "rounds": [r.to_dict() for r in self.rounds], "stopped": self.stopped,
                 "teacher_calls": self.teacher.calls, "teacher_tokens": self.teacher.tokens}
 
