@@ -69,3 +69,18 @@ def test_foreign_keys_enforced(store: Store) -> None:
     except sqlite3.IntegrityError:
         return
     raise AssertionError("an answer for a missing run was accepted")
+
+
+def test_processes_opening_a_new_store_at_once_migrate_it_once(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys; from magister.store import Store; s = Store(sys.argv[1]); "
+            "print(s.db.execute('PRAGMA user_version').fetchone()[0]); s.close()")
+    for trial in range(3):
+        path = tmp_path / f"new-{trial}.db"
+        workers = [subprocess.Popen([sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True) for _ in range(4)]
+        results = [w.communicate(timeout=60) for w in workers]
+        assert all(w.returncode == 0 for w in workers), [err for _, err in results]
+        assert len({out.strip() for out, _ in results}) == 1
