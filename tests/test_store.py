@@ -84,3 +84,16 @@ def test_processes_opening_a_new_store_at_once_migrate_it_once(tmp_path: Path) -
         results = [w.communicate(timeout=60) for w in workers]
         assert all(w.returncode == 0 for w in workers), [err for _, err in results]
         assert len({out.strip() for out, _ in results}) == 1
+
+
+def test_a_run_id_prefix_or_suffix_must_be_unique(tmp_path: Path) -> None:
+    import pytest
+
+    store = Store(tmp_path / "m.db")
+    exam = sentiment_exam(2)
+    ids = [store.create_run(exam, "mock:first", "auto", 2, f"fp{n}", {}) for n in range(2)]
+    assert store.run(ids[0]).id == ids[0] and store.run(ids[1][-6:]).id == ids[1]
+    with pytest.raises(KeyError, match="matches 2 runs"):
+        store.run(ids[0][:9])  # the date part is shared
+    with pytest.raises(KeyError):
+        store.run("%")  # no wildcards

@@ -227,16 +227,14 @@ def runs(exam: Annotated[Optional[str], typer.Option(help="Only runs of this exa
 
 @app.command()
 @_guard
-def show(run_id: Annotated[str, typer.Argument(help="Run id (or its unique ending).")],
+def show(run_id: Annotated[str, typer.Argument(help="Run id (or its unique start or ending).")],
          as_json: JsonOpt = False) -> None:
     """Every item of a run: question, reference, answer, grade, and the exact request sent."""
+    from magister.rankings import find_run
     from magister.store import Store
 
     store = Store()
-    try:
-        run = store.run(run_id)
-    except KeyError:
-        raise _fail(f"no run '{run_id}' (see `magister runs`)") from None
+    run = find_run(store, run_id)
     items = {i.id: i for i in store.exam(run.exam_version).items}
     rows = store.answers(run.id)
     if as_json:

@@ -15,11 +15,13 @@ from magister.store import RunRow, Store
 from magister.types import Grade
 
 
-def _run(store: Store, run_id: str) -> RunRow:
+def find_run(store: Store, run_id: str) -> RunRow:
+    """A run by its id or a unique start or ending of it; a clear error otherwise."""
     try:
         return store.run(run_id)
-    except KeyError:
-        raise ConfigError(f"no run '{run_id}' (see `magister runs`)") from None
+    except KeyError as error:
+        found = str(error.args[0]) if error.args else run_id
+        raise ConfigError(f"no run '{run_id}' (see `magister runs`)" if found == run_id else f"run id {found}") from None
 
 
 def _grades(store: Store, run_id: str) -> dict[str, Grade]:
@@ -32,7 +34,7 @@ def _value(grade: Grade) -> float:
 
 def compare_runs(store: Store, run_a: str, run_b: str, rounds: int = 10_000) -> tuple[Comparison, RunRow, RunRow]:
     """A minus B on the items both runs answered: McNemar for right/wrong grades, paired bootstrap for scores."""
-    a, b = _run(store, run_a), _run(store, run_b)
+    a, b = find_run(store, run_a), find_run(store, run_b)
     grades_a, grades_b = _grades(store, a.id), _grades(store, b.id)
     shared = [item for item in grades_a if item in grades_b]
     if not shared:

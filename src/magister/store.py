@@ -188,18 +188,24 @@ class Store:
             self.db.execute("UPDATE runs SET status = ? WHERE id = ? AND status != 'finished'", (status, run_id))
 
     def run(self, run_id: str) -> RunRow:
-        rows = self.runs(run_id=run_id)
-        if not rows:
-            raise KeyError(run_id)
-        return rows[0]
+        """The run with this id, or the one run whose id starts or ends with it (KeyError if none or several)."""
+        exact = self.runs(run_id=run_id)
+        if exact:
+            return exact[0]
+        ids = [r[0] for r in self.db.execute("SELECT id FROM runs")
+               if r[0].startswith(run_id) or r[0].endswith(run_id)] if run_id else []
+        if len(ids) != 1:
+            raise KeyError(run_id if not ids else f"{run_id}: matches {len(ids)} runs ({', '.join(sorted(ids)[:3])} ...)"
+                           "; give more of the id")
+        return self.runs(run_id=ids[0])[0]
 
     def runs(self, run_id: str | None = None, exam: str | None = None, limit: int = 1000) -> list[RunRow]:
         sql = ("SELECT id, created_at, finished_at, status, exam_name, exam_version, model, grader, n_items, "
                "config, summary FROM runs")
         where, args = [], []
         if run_id is not None:
-            where.append("(id = ? OR id LIKE ?)")
-            args += [run_id, f"%{run_id}"]
+            where.append("id = ?")
+            args.append(run_id)
         if exam is not None:
             where.append("exam_name = ?")
             args.append(exam)
