@@ -16,6 +16,17 @@ def lines(text: str) -> list[str]:
     return [line.removesuffix("\r") for line in text.split("\n")]
 
 
+def read_lines(path: Path) -> list[str]:
+    """A text file's lines: UTF-8 (a BOM is accepted), bad bytes a DataError naming the line."""
+    data = path.read_bytes()
+    try:
+        return lines(data.decode("utf-8-sig"))
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise DataError(f"not valid UTF-8 (byte 0x{data[err.start]:02x} at offset {err.start})",
+                        path=str(path), line=line) from None
+
+
 def read_numbered(path: str | Path, needed: Sequence[str],
                   limit: int | None = None) -> list[tuple[int, dict[str, Any]]]:
     """JSONL rows that have every needed field (a clear error names the line and field otherwise)."""
@@ -23,7 +34,7 @@ def read_numbered(path: str | Path, needed: Sequence[str],
     if not path.is_file():
         raise DataError("no such file", path=str(path))
     rows = []
-    for number, line in enumerate(lines(path.read_text(encoding="utf-8")), start=1):
+    for number, line in enumerate(read_lines(path), start=1):
         if not line.strip():
             continue
         try:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from magister.errors import DataError
-from magister.jsonl import lines
+from magister.jsonl import read_lines as _decode_lines
 from magister.types import Exam, Item, Kind, letters
 
 # Column names tried, in order, when the mapping leaves a field unset.
@@ -105,16 +105,6 @@ def _read_rows(source: str | Path, split: str) -> Iterator[tuple[int, dict[str, 
     else:
         raise DataError(f"unknown exam format '{suffix}': use .jsonl, .csv, .tsv, .parquet "
                         "or a saved Hugging Face dataset directory", path=text)
-
-
-def _decode_lines(path: Path) -> list[str]:
-    data = path.read_bytes()
-    try:
-        return lines(data.decode("utf-8-sig"))
-    except UnicodeDecodeError as err:
-        line = data[: err.start].count(b"\n") + 1
-        raise DataError(f"not valid UTF-8 (byte 0x{data[err.start]:02x} at offset {err.start})",
-                        path=str(path), line=line) from None
 
 
 def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:

@@ -23,6 +23,7 @@ error bar is what the method achieved on models it had not seen.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -105,10 +106,12 @@ class Anchors:
 
     @classmethod
     def load(cls, path: str | Path) -> Anchors:
+        from magister.jsonl import read_lines
+
+        if not Path(path).is_file():
+            raise DataError("no such file", path=str(path))
         try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise DataError("no such file", path=str(path)) from None
+            data = json.loads("\n".join(read_lines(Path(path))))
         except json.JSONDecodeError as error:
             raise DataError(f"not valid JSON ({error.msg})", path=str(path), line=error.lineno) from None
         if not isinstance(data, dict) or data.get("format") != "magister-anchors/1":
@@ -204,33 +207,33 @@ def read_matrix(path: str | Path) -> tuple[np.ndarray, list[str], list[str]]:
 
     Returns (models x items matrix, item ids, model names).
     """
+    from magister.jsonl import read_lines
+
     path = Path(path)
-    try:
-        handle = path.open(newline="", encoding="utf-8")
-    except FileNotFoundError:
-        raise DataError("no such file", path=str(path)) from None
-    with handle:
-        reader = csv.reader(handle)
-        header = next(reader, None)
-        if not header or len(header) < 2:
-            raise DataError("expected a header: an item-id column, then one column per model", path=str(path),
-                            line=1)
-        items, rows = [], []
-        for number, row in enumerate(reader, start=2):
-            if len(row) != len(header):
-                raise DataError(f"{len(row)} cells, the header has {len(header)}", path=str(path), line=number)
-            values = []
-            for name, cell in zip(header[1:], row[1:], strict=True):
-                cell = cell.strip()
-                if cell in ("", "nan", "NaN", "NA"):
-                    values.append(math.nan)
-                elif cell in ("0", "1", "0.0", "1.0", "True", "False", "true", "false"):
-                    values.append(1.0 if cell in ("1", "1.0", "True", "true") else 0.0)
-                else:
-                    raise DataError(f"expected 0, 1 or blank, got {cell!r}", path=str(path), line=number,
-                                    field=name)
-            items.append(row[0])
-            rows.append(values)
+    if not path.is_file():
+        raise DataError("no such file", path=str(path))
+    # UTF-8 (with or without a BOM); bad bytes are named by line
+    reader = csv.reader(io.StringIO("\n".join(read_lines(path))))
+    header = next(reader, None)
+    if not header or len(header) < 2:
+        raise DataError("expected a header: an item-id column, then one column per model", path=str(path),
+                        line=1)
+    items, rows = [], []
+    for number, row in enumerate(reader, start=2):
+        if len(row) != len(header):
+            raise DataError(f"{len(row)} cells, the header has {len(header)}", path=str(path), line=number)
+        values = []
+        for name, cell in zip(header[1:], row[1:], strict=True):
+            cell = cell.strip()
+            if cell in ("", "nan", "NaN", "NA"):
+                values.append(math.nan)
+            elif cell in ("0", "1", "0.0", "1.0", "True", "False", "true", "false"):
+                values.append(1.0 if cell in ("1", "1.0", "True", "true") else 0.0)
+            else:
+                raise DataError(f"expected 0, 1 or blank, got {cell!r}", path=str(path), line=number,
+                                field=name)
+        items.append(row[0])
+        rows.append(values)
     if not rows:
         raise DataError("no items in the file", path=str(path))
     if len(set(items)) != len(items):

@@ -18,6 +18,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from magister.errors import ConfigError, DataError
+from magister.jsonl import read_lines
 
 STRATEGIES = ("similar", "rephrase", "explain", "new", "replay")
 
@@ -105,7 +106,7 @@ def load_config(path: Path | None, overrides: dict[str, object]) -> TeachConfig:
         import yaml
 
         try:
-            loaded = yaml.safe_load(path.read_text())
+            loaded = yaml.safe_load("\n".join(read_lines(path)))
         except OSError as error:
             raise ConfigError(f"cannot read the teach config {path}: {error.strerror}") from None
         except yaml.YAMLError as error:

@@ -1,0 +1,40 @@
+"""Every file reader: bytes that are not UTF-8 give one line naming the file and line; a BOM is fine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from magister.errors import DataError
+from magister.jsonl import read_rows
+from magister.stats.anchors import read_matrix
+from magister.teach.config import load_config
+
+LATIN1 = "caf\xe9".encode("latin-1")
+
+
+def test_non_utf8_files_fail_with_file_and_line(tmp_path: Path) -> None:
+    rows = tmp_path / "pairs.jsonl"
+    rows.write_bytes(b'{"instruction": "ok", "response_a": "a", "response_b": "b"}\n{"instruction": "' + LATIN1
+                     + b'"}\n')
+    with pytest.raises(DataError, match=r"pairs.jsonl:2: not valid UTF-8"):
+        read_rows(rows, ["instruction"])
+    matrix = tmp_path / "m.csv"
+    matrix.write_bytes(b"item,model\nq1,1\n" + LATIN1 + b",0\n")
+    with pytest.raises(DataError, match=r"m.csv:3: not valid UTF-8"):
+        read_matrix(matrix)
+    config = tmp_path / "teach.yaml"
+    config.write_bytes(b"seed: a.jsonl\nexam: " + LATIN1 + b".jsonl\n")
+    with pytest.raises(DataError, match=r"teach.yaml:2: not valid UTF-8"):
+        load_config(config, {})
+
+
+def test_a_byte_order_mark_is_accepted_everywhere(tmp_path: Path) -> None:
+    rows = tmp_path / "pairs.jsonl"
+    rows.write_bytes(b'\xef\xbb\xbf{"instruction": "i", "response_a": "a", "response_b": "b"}\n')
+    assert read_rows(rows, ["instruction"])[0]["instruction"] == "i"
+    matrix = tmp_path / "m.csv"
+    matrix.write_bytes(b"\xef\xbb\xbfitem,model\nq1,1\nq2,0\n")
+    _, items, models = read_matrix(matrix)
+    assert items == ["q1", "q2"] and models == ["model"]
