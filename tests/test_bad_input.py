@@ -38,3 +38,31 @@ def test_a_byte_order_mark_is_accepted_everywhere(tmp_path: Path) -> None:
     matrix.write_bytes(b"\xef\xbb\xbfitem,model\nq1,1\nq2,0\n")
     _, items, models = read_matrix(matrix)
     assert items == ["q1", "q2"] and models == ["model"]
+
+
+@pytest.mark.parametrize("name,value,message", [("MAGISTER_HTTP_CONCURRENCY", "abc", "not an integer"),
+                                                ("MAGISTER_HTTP_CONCURRENCY", "0", "at least 1"),
+                                                ("MAGISTER_HTTP_TIMEOUT", "abc", "not a number")])
+def test_bad_http_settings_are_one_clear_error(name: str, value: str, message: str,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from magister.errors import ConfigError
+    from magister.models.openai_compat import OpenAICompatModel
+
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=f"{name}=.*{message}"):
+        OpenAICompatModel("openai-compatible:http://127.0.0.1:9/v1#m")
+
+
+def test_a_home_that_is_a_file_or_a_damaged_database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from magister.errors import ConfigError
+    from magister.store import Store
+
+    home = tmp_path / "home-file"
+    home.write_text("not a folder")
+    monkeypatch.setenv("MAGISTER_HOME", str(home))
+    with pytest.raises(ConfigError, match="is a file, not a folder"):
+        Store()
+    damaged = tmp_path / "bad.db"
+    damaged.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(ConfigError, match="not a Magister database, or a damaged one"):
+        Store(damaged)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from magister.errors import ConfigError
 from magister.types import Answer, Completion, Exam, Grade, Request
 
 
@@ -88,11 +89,17 @@ class Store:
 
     def __init__(self, path: Path | str | None = None) -> None:
         self.path = Path(path) if path is not None else user_dir() / "magister.db"
+        if self.path.parent.exists() and not self.path.parent.is_dir():
+            raise ConfigError(f"{self.path.parent} is a file, not a folder: point MAGISTER_HOME at a folder")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if str(self.path) != ":memory:" and not self.path.exists():  # responses may hold private data: owner only
             self.path.touch(mode=0o600)
         self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
+        try:
+            self.db.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.DatabaseError as error:
+            raise ConfigError(f"{self.path}: {error} (not a Magister database, or a damaged one; move it aside "
+                              "and Magister starts a new one)") from None
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("PRAGMA foreign_keys=ON")
         self._migrate()

@@ -46,6 +46,20 @@ def retry_after(header: str | None, now: float | None = None) -> float | None:
     return max(0.0, when.timestamp() - (now if now is not None else time.time()))
 
 
+def env_number(name: str, default: float, kind: type, low: float) -> Any:
+    """A number from the environment, checked: a bad value is one clear error, not a traceback."""
+    text = os.environ.get(name)
+    if text is None or not text.strip():
+        return kind(default)
+    try:
+        value = kind(text)
+    except ValueError:
+        raise ConfigError(f"{name}={text!r} is not {'an integer' if kind is int else 'a number'}") from None
+    if value < low:
+        raise ConfigError(f"{name}={text!r} must be at least {low:g}")
+    return value
+
+
 def check_key(key: str) -> None:
     """A key that cannot go into an HTTP header fails now, not after a minute of retries."""
     if any(ch in key for ch in "\r\n") or not key.isascii() or not key.isprintable():
@@ -64,10 +78,10 @@ class OpenAICompatModel(Model):
                  breaker: int = 20) -> None:
         super().__init__(spec)
         self.base_url, self.model_name = self._parse(spec.partition(":")[2])
-        self.concurrency = concurrency or int(os.environ.get("MAGISTER_HTTP_CONCURRENCY", "8"))
+        self.concurrency = concurrency or env_number("MAGISTER_HTTP_CONCURRENCY", 8, int, low=1)
         self.batch_size = self.concurrency * 4
         self.max_retries, self.backoff_s, self.max_backoff_s = max_retries, backoff_s, max_backoff_s
-        timeout = timeout_s or float(os.environ.get("MAGISTER_HTTP_TIMEOUT", "120"))
+        timeout = timeout_s or env_number("MAGISTER_HTTP_TIMEOUT", 120.0, float, low=0.001)
         headers = {"Content-Type": "application/json"}
         key = self._key() or self.url_credentials.get("key") or (
             self.url_credentials.get("password") if "user" not in self.url_credentials else None)
