@@ -253,3 +253,10 @@ def test_a_nan_reference_is_missing_not_the_label_nan(tmp_path: Path) -> None:
     path.write_text('{"id": "a", "question": "q", "answer": "x"}\n{"id": "b", "question": "q", "answer": NaN}\n')
     with pytest.raises(DataError, match=r"nan.jsonl:2: missing value \(nan\) \(field 'answer'\)"):
         load_exam(path)
+
+
+def test_more_than_26_options_is_a_clear_error(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "wide.jsonl", [{"id": "a", "question": "q", "answer": "A",
+                                                  "choices": [f"o{i}" for i in range(27)]}])
+    with pytest.raises(DataError, match=r"wide.jsonl:1: 27 options; multiple choice takes at most 26"):
+        load_exam(path)

@@ -223,6 +223,9 @@ def _choices(value: Any, label: str, line: int, field: str) -> list[str]:
         value = value.tolist()
     if not isinstance(value, list) or not value or not all(isinstance(v, (str, int, float)) for v in value):
         raise DataError("expected a non-empty list of options", path=label, line=line, field=field)
+    if field != "labels" and len(value) > 26:
+        raise DataError(f"{len(value)} options; multiple choice takes at most 26 (A-Z)", path=label, line=line,
+                        field=field)
     return [str(v) for v in value]
 
 
