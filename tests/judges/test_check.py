@@ -131,3 +131,15 @@ def test_battles_on_pairs_without_ids_or_model_names(tmp_path: Path) -> None:
     missing = write_jsonl(tmp_path / "bad.jsonl", [{"id": "x", "instruction": "i", "response_a": "a"}])
     bad = runner.invoke(app, ["battles", str(missing), "--judge", "mock:first", "--out", str(tmp_path / "b.jsonl")])
     assert bad.exit_code == 1 and "bad.jsonl:1" in bad.output and "response_b" in bad.output
+
+
+def test_bad_human_labels_fail_before_any_judge_call(tmp_path: Path) -> None:
+    judge_model = MockModel("mock:first")
+    for value, message in (("great", "--match-threshold needs a numeric rating, got 'great'"),
+                           (float("nan"), "the human label is nan")):
+        path = tmp_path / "rated.jsonl"
+        path.write_text(json.dumps({"question": "q", "reference": "r", "response": "r", "human": 4}) + "\n" +
+                        json.dumps({"question": "q", "reference": "r", "response": "r", "human": value}) + "\n")
+        with pytest.raises(DataError, match=rf"rated.jsonl:2: {message} \(field 'human'\)"):
+            check(path, "match", Judge(judge_model, Store(":memory:")), Columns(match_threshold=4))
+    assert judge_model.calls == 0

@@ -9,16 +9,17 @@ human columns it runs the alternative annotator test.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from magister.errors import ConfigError
-from magister.jsonl import read_rows
+from magister.errors import ConfigError, DataError
+from magister.jsonl import read_numbered
 from magister.judges.judge import Judge, position_bias
 from magister.graders.deterministic import GRADERS
 from magister.stats.agreement import alt_test, bootstrap_ci, correlations, kappa, paired_kappa_difference
@@ -48,6 +49,29 @@ def _label(value: Any, threshold: float | None) -> Any:
     if isinstance(value, str):
         return value.strip().lower()
     return bool(value) if isinstance(value, bool) or value in (0, 1) else value
+
+
+def labelled_rows(path: str | Path, needed: list[str], columns: Columns,
+                  limit: int | None) -> tuple[list[dict[str, Any]], list[list[Any]]]:
+    """The rows and each human column's labels, checked before any judge call: a rating that is not a
+    finite number (with --match-threshold), or a missing or NaN label, names its line and field."""
+    numbered = read_numbered(path, needed, limit)
+    humans: list[list[Any]] = [[] for _ in columns.human]
+    for line, row in numbered:
+        for column, name in zip(humans, columns.human):
+            value = row[name]
+            if isinstance(value, float) and not math.isfinite(value):
+                raise DataError(f"the human label is {value}", path=str(path), line=line, field=name)
+            if columns.match_threshold is not None:
+                try:
+                    number = float(value)
+                except (TypeError, ValueError):
+                    number = math.nan
+                if isinstance(value, bool) or not math.isfinite(number):
+                    raise DataError(f"--match-threshold needs a numeric rating, got {value!r}", path=str(path),
+                                    line=line, field=name)
+            column.append(_label(value, columns.match_threshold))
+    return [row for _, row in numbered], humans
 
 
 def _agreement(judge: Sequence[Any], humans: list[list[Any]], weights: str | None = None) -> dict[str, Any]:
@@ -159,10 +183,9 @@ def _calibrate(rows: list[dict[str, Any]], items: list[Item], grades: list[Grade
 
 def _check_deterministic(path: str | Path, grader: str, columns: Columns, limit: int | None,
                          started: float) -> dict[str, Any]:
-    rows = read_rows(path, [columns.question, columns.response, *columns.human], limit)
+    rows, humans = labelled_rows(path, [columns.question, columns.response, *columns.human], columns, limit)
     items, answers = labelled_answers(rows, columns)
     grades = [GRADERS[grader](i, a) for i, a in zip(items, answers)]
-    humans = [[_label(r[h], columns.match_threshold) for r in rows] for h in columns.human]
     verdicts = [bool(g.correct) for g in grades]
     report: dict[str, Any] = {"path": str(path), "grader": grader, "judge": "-", "n": len(rows),
                               "parse_failures": sum(not g.parsed for g in grades), **_agreement(verdicts, humans)}
@@ -206,10 +229,10 @@ def check(path: str | Path, grader: str, judge: Judge | None, columns: Columns, 
         raise ConfigError(f"grader '{grader}' needs a judge")
     report: dict[str, Any] = {"path": str(path), "grader": grader, "judge": judge.model.spec, "guarded": judge.guarded}
     if grader == "pairwise":
-        rows = read_rows(path, [columns.instruction, columns.response_a, columns.response_b, *columns.human], limit)
+        rows, humans = labelled_rows(path, [columns.instruction, columns.response_a, columns.response_b,
+                                            *columns.human], replace(columns, match_threshold=None), limit)
         pairs = [(r[columns.instruction], r[columns.response_a], r[columns.response_b]) for r in rows]
         verdicts = judge.pairwise(pairs)
-        humans = [[_label(r[h], None) for r in rows] for h in columns.human]
         winners = [v.winner for v in verdicts]
         report.update(n=len(rows), parse_failures=sum(not v.parsed for v in verdicts),
                       flip_rate=float(np.mean([v.flipped for v in verdicts])),
@@ -219,14 +242,13 @@ def check(path: str | Path, grader: str, judge: Judge | None, columns: Columns, 
         sample = pairs[:REPEAT_SAMPLE]
         report["repeat_agreement"] = _repeat_agreement(lambda j: [v.winner for v in j.pairwise(sample)], judge)
     elif grader in ("match", "checklist", "rubric"):
-        rows = read_rows(path, [columns.question, columns.response, *columns.human], limit)
+        rows, humans = labelled_rows(path, [columns.question, columns.response, *columns.human], columns, limit)
         items, answers = labelled_answers(rows, columns)
 
         def grade_all(j: Judge, its: list[Item] = items, ans: list[Answer] = answers) -> list[Grade]:
             return getattr(j, grader)(its, ans)
 
         grades = grade_all(judge)
-        humans = [[_label(r[h], columns.match_threshold) for r in rows] for h in columns.human]
         verdicts = [bool(g.correct) for g in grades]
         report.update(n=len(rows), parse_failures=sum(not g.parsed for g in grades), **_agreement(verdicts, humans))
         consensus = _consensus(humans)
