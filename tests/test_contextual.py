@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import pytest
 
@@ -13,28 +12,21 @@ from magister.judges.judge import _divide_prior
 from magister.models.mock import MockModel
 from magister.sit import sit
 from magister.store import Store
-from magister.types import Answer, Completion, Exam, Item, Kind, Request
+from magister.types import Answer, Exam, Item, Kind, Request
 
 LABELS = ["negative", "positive"]
 
 
-class PositiveLeaning(MockModel):
-    """Scores the labels with a strong prior for 'positive': content-free inputs get (0.2, 0.8), a
-    negative text (0.4, 0.6), a positive one (0.05, 0.95). Uncalibrated, it says 'positive' every time."""
+def leaning(request: Request) -> dict[str, float]:
+    """Labels scored with a strong prior for 'positive': content-free inputs get (0.2, 0.8), a negative text
+    (0.4, 0.6), a positive one (0.05, 0.95). Uncalibrated, it says 'positive' every time."""
+    text = (request.messages or [])[-1].content
+    p_neg = 0.2 if text in CONTENT_FREE else 0.4 if "bad" in text else 0.05
+    return {"negative": p_neg, "positive": 1 - p_neg}
 
-    def __init__(self) -> None:
-        super().__init__("mock:leaning", respond=lambda r: "positive")
-        self.supports_choices = True
 
-    def generate(self, requests: Sequence[Request]) -> list[Completion]:
-        out = []
-        for request in requests:
-            text = (request.messages or [])[-1].content
-            p_neg = 0.2 if text in CONTENT_FREE else 0.4 if "bad" in text else 0.05
-            self.calls += 1
-            out.append(Completion(text="positive", choice_logprobs={"negative": math.log(p_neg),
-                                                                    "positive": math.log(1 - p_neg)}))
-        return out
+def PositiveLeaning() -> MockModel:  # noqa: N802 - reads as the model it makes
+    return MockModel("mock:leaning", score=leaning)
 
 
 def test_recalibrate_divides_out_the_prior_by_hand() -> None:

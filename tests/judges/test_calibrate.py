@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import math
 import random
-from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -19,31 +17,23 @@ from magister.judges.calibrate import Calibration, features, fit
 from magister.judges.check import Columns, check
 from magister.models.mock import MockModel
 from magister.store import Store
-from magister.types import Answer, Completion, Item, Kind, Request
+from magister.types import Answer, Item, Kind, Request
 
 runner = CliRunner()
 
 
-class StingyJudge(MockModel):
-    """Scores yes/no: P(yes) = 0.3 when the response names the reference, else 0.1. Below 0.5 every time,
-    so its uncalibrated verdict is always 'no', though its P(yes) separates right from wrong perfectly."""
+def stingy(request: Request) -> dict[str, float]:
+    """A yes/no judge: P(yes) = 0.3 when the response names the reference, else 0.1. Below 0.5 every time, so
+    its uncalibrated verdict is always 'no', though its P(yes) separates right from wrong perfectly."""
+    text = (request.messages or [])[-1].content
+    reference = text.split("<reference>\n")[1].split("\n</reference>")[0] if "<reference>" in text else ""
+    response = text.split("<response>\n")[1].split("\n</response>")[0] if "<response>" in text else ""
+    p = 0.3 if reference.lower() in response.lower() else 0.1
+    return {"yes": p, "no": 1 - p}
 
-    def __init__(self) -> None:
-        super().__init__("mock:stingy", respond=lambda r: "no")
-        self.supports_choices = True
 
-    def generate(self, requests: Sequence[Request]) -> list[Completion]:
-        out = []
-        for request in requests:
-            text = (request.messages or [])[-1].content
-            reference = text.split("<reference>\n")[1].split("\n</reference>")[0] if "<reference>" in text else ""
-            response = text.split("<response>\n")[1].split("\n</response>")[0] if "<response>" in text else ""
-            self.calls += 1
-            p = 0.3 if reference.lower() in response.lower() else 0.1
-            out.append(Completion(text="no", choice_logprobs={"yes": math.log(p), "Yes": math.log(1e-9),
-                                                              "no": math.log(1 - p), "No": math.log(1e-9)},
-                                  prompt_tokens=50, completion_tokens=1))
-        return out
+def StingyJudge() -> MockModel:  # noqa: N802 - reads as the model it makes
+    return MockModel("mock:stingy", score=stingy)
 
 
 CITIES = ["Paris", "Rome", "Oslo", "Lima", "Cairo", "Quito", "Hanoi", "Delhi", "Tokyo", "Dakar"]

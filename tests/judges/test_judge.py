@@ -150,33 +150,19 @@ def test_rubric_with_a_written_rationale(store: Store) -> None:
     assert grade.extracted == "2.00" and grade.raw.startswith("It names")
 
 
-class LeaningJudge(MockModel):
-    """Scores A/B: always prefers the first position (logit +3), and leans +-0.5 towards the shorter response."""
-
-    def __init__(self) -> None:
-        super().__init__("mock:custom", respond=lambda r: "A")
-        self.supports_choices = True
-
-    def generate(self, requests):  # noqa: ANN001, ANN201
-        import math
-
-        from magister.types import Completion
-
-        out = []
-        for request in requests:
-            text = user_turn(request)
-            first = text.split("<response_a>\n")[1].split("\n</response_a>")[0]
-            second = text.split("<response_b>\n")[1].split("\n</response_b>")[0]
-            logit = 3.0 + (0.5 if len(first) < len(second) else -0.5)
-            p = 1 / (1 + math.exp(-logit))
-            out.append(Completion(text="A", choice_logprobs={"A": math.log(p), "B": math.log(1 - p)}))
-        return out
+def first_but_shorter(request: Request) -> dict[str, float]:
+    """A/B: always prefers the first position (logit +3), and leans +-0.5 towards the shorter response."""
+    text = user_turn(request)
+    first = text.split("<response_a>\n")[1].split("\n</response_a>")[0]
+    second = text.split("<response_b>\n")[1].split("\n</response_b>")[0]
+    p = 1 / (1 + math.exp(-(3.0 + (0.5 if len(first) < len(second) else -0.5))))
+    return {"A": p, "B": 1 - p}
 
 
 def test_debiased_pairwise_verdicts_cancel_the_position_prior(store: Store) -> None:
     from magister.judges.judge import position_bias
 
-    judge = Judge(LeaningJudge(), store)
+    judge = Judge(MockModel("mock:leaning", score=first_but_shorter), store)
     verdicts = judge.pairwise([("Say hi", "hi", "hello there"), ("Say hi", "hello there", "hi")])
     assert [v.winner for v in verdicts] == ["tie", "tie"] and all(v.flipped for v in verdicts)
     assert [v.debiased for v in verdicts] == ["a", "b"]  # the lean to the shorter response survives

@@ -8,11 +8,14 @@ Specs:
   mock:text=ANSWER    always says ANSWER; scores no choices
 Options after '?': delay=SECONDS (per request), seed=N.
 
-In Python, `MockModel("mock:custom", respond=fn)` answers with `fn(request)`.
+In Python, `MockModel("mock:custom", respond=fn)` answers with `fn(request)`, and
+`MockModel("mock:custom", score=fn)` scores a request's choices with `fn(request)`, a dict of
+probabilities (a judge or classifier with a known bias, for calibration tests).
 """
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -29,12 +32,13 @@ class MockModel(Model):
     backend = "mock"
     supports_logprobs = False
 
-    def __init__(self, spec: str, respond: Callable[[Request], str] | None = None) -> None:
+    def __init__(self, spec: str, respond: Callable[[Request], str] | None = None,
+                 score: Callable[[Request], dict[str, float]] | None = None) -> None:
         super().__init__(spec)
         body, _, query = spec.partition(":")[2].partition("?")
         options = dict(parse_qsl(query))
         self.mode, _, self.text = body.partition("=")
-        if respond is not None:
+        if respond is not None or score is not None:
             self.mode = "custom"
         if self.mode not in MODES:
             raise ConfigError(f"unknown mock mode '{self.mode}' in '{spec}'; use one of {', '.join(MODES[:-1])}")
@@ -43,8 +47,8 @@ class MockModel(Model):
             self.rng = random.Random(int(options.get("seed", 0)))
         except ValueError:
             raise ConfigError(f"bad mock option in '{spec}': delay is seconds, seed an integer") from None
-        self.respond = respond
-        self.supports_choices = self.mode in ("first", "last", "random")
+        self.respond, self.score = respond, score
+        self.supports_choices = self.mode in ("first", "last", "random") or score is not None
         self.calls = 0  # requests answered, for tests that count model calls
 
     def identity(self) -> str:
@@ -74,7 +78,11 @@ class MockModel(Model):
             if self.delay:
                 time.sleep(self.delay)
             self.calls += 1
-            if request.choices and self.supports_choices:
+            if request.choices and self.score is not None:
+                probabilities = self.score(request)
+                logprobs = {c: math.log(max(probabilities.get(c, 0.0), 1e-12)) for c in request.choices}
+                text = max(logprobs, key=logprobs.__getitem__)
+            elif request.choices and self.supports_choices:
                 best = self._pick(request.choices)
                 logprobs = {c: (-0.1 if i == best else -3.0) for i, c in enumerate(request.choices)}
                 text = request.choices[best]
