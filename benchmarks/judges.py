@@ -242,13 +242,13 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=50, help="pairs per pairwise dataset")
     parser.add_argument("--cost-items", type=int, default=20)
     parser.add_argument("--injection-items", type=int, default=30)
-    parser.add_argument("--parts", default="match,pairwise,cost,injection",
-                        help="comma-separated: match, pairwise, cost, injection (default all)")
+    parser.add_argument("--parts", default="baselines,match,pairwise,cost,injection",
+                        help="comma-separated: baselines, match, pairwise, cost, injection (default all)")
     parser.add_argument("--out", default=str(ROOT / "results" / "judges.json"))
     args = parser.parse_args()
     parts = set(args.parts.split(","))
     rows = [json.loads(line) for line in (DATA / "answer_matching_mmlu_pro.jsonl").open()][:args.limit]
-    entries = baselines(rows)
+    entries = baselines(rows) if "baselines" in parts else []
     for e in entries:
         print(json.dumps(e), flush=True)
     cost, injection = {}, {}
