@@ -106,8 +106,11 @@ def baselines(rows: list[dict]) -> list[dict]:
     return out
 
 
+PAIR_SETS = ("mtbench_human_pairs", "llmbar_natural_pairs")
+
+
 def judged(spec: str, limit: int | None, pairs: int, cost_items: int, injection_items: int,
-           parts: set[str]) -> tuple[list, dict, dict]:
+           parts: set[str], pair_sets: tuple[str, ...] = PAIR_SETS) -> tuple[list, dict, dict]:
     from magister.judges import Judge
     from magister.judges.check import Columns, check
     from magister.jsonl import read_rows
@@ -125,7 +128,7 @@ def judged(spec: str, limit: int | None, pairs: int, cost_items: int, injection_
     try:
         if "match" in parts:
             entries += match_entries(spec, model, store, path, columns, limit)
-        for name in ("mtbench_human_pairs", "llmbar_natural_pairs") if "pairwise" in parts else ():
+        for name in pair_sets if "pairwise" in parts else ():
             report = check(DATA / f"{name}.jsonl", "pairwise", Judge(model, store), Columns(), limit=pairs)
             entries.append({"dataset": name, "grader": "pairwise", "judge": spec, **_pick(report)})
             print(json.dumps(entries[-1]), flush=True)
@@ -244,6 +247,7 @@ def main() -> None:
     parser.add_argument("--injection-items", type=int, default=30)
     parser.add_argument("--parts", default="baselines,match,pairwise,cost,injection",
                         help="comma-separated: baselines, match, pairwise, cost, injection (default all)")
+    parser.add_argument("--pair-sets", default=",".join(PAIR_SETS), help="pairwise datasets, comma-separated")
     parser.add_argument("--out", default=str(ROOT / "results" / "judges.json"))
     args = parser.parse_args()
     parts = set(args.parts.split(","))
@@ -261,11 +265,13 @@ def main() -> None:
 
             spec = f"llamacpp:{teacher_path()}"
         found, cost[spec], injection[spec] = judged(spec, args.limit, args.pairs, args.cost_items,
-                                                    args.injection_items, parts)
+                                                    args.injection_items, parts,
+                                                    tuple(args.pair_sets.split(",")))
         entries += found
     result = {"entries": entries, "cost": cost, "injection": injection,
               "settings": {"limit": args.limit, "pairs": args.pairs, "cost_items": args.cost_items,
-                           "injection_items": args.injection_items},
+                           "injection_items": args.injection_items,
+                           "parts": sorted(parts), "pair_sets": args.pair_sets},
               "machine": f"{platform.machine()}, {os.cpu_count()} cores"}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")

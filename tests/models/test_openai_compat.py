@@ -225,8 +225,12 @@ def llama_server() -> Iterator[str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    # The server loads the model with the same llama.cpp parameters as the llamacpp backend (see
+    # magister.models.llamacpp.model_params_patched: no extra buffer types on CPUs where they crash).
+    launch = ("import runpy, sys\nfrom magister.models.llamacpp import model_params_patched\n"
+              "with model_params_patched():\n    runpy.run_module('llama_cpp.server', run_name='__main__')")
     process = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(embedded_path("smollm2")), "--host", "127.0.0.1",
+        [sys.executable, "-c", launch, "--model", str(embedded_path("smollm2")), "--host", "127.0.0.1",
          "--port", str(port), "--n_ctx", "2048", "--model_alias", "smollm2"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "OPENAI_API_KEY": ""})
     import httpx

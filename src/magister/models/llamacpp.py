@@ -23,7 +23,8 @@ import importlib.util
 import os
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,44 @@ def resolve_path(name: str) -> Path:
     return path
 
 
+def extra_buffers_safe() -> bool:
+    """Whether llama.cpp may use its extra CPU buffer types (weight repacking, AMX).
+
+    llama-cpp-python 0.3.36 built natively on a CPU with AMX (Sapphire Rapids and later, as on
+    these machines) crashes in its first decode when they are on; repacking is only a speed-up,
+    so it is turned off where the CPU has AMX. `MAGISTER_LLAMACPP_EXTRA_BUFFERS=1` (or `0`) decides.
+    """
+    setting = os.environ.get("MAGISTER_LLAMACPP_EXTRA_BUFFERS")
+    if setting in ("0", "1"):
+        return setting == "1"
+    try:
+        return "amx_tile" not in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return True
+
+
+@contextmanager
+def model_params_patched() -> Iterator[None]:
+    """While a Llama is built, its model parameters turn extra buffer types off where that is needed."""
+    import llama_cpp.llama_cpp as lowlevel
+
+    original = lowlevel.llama_model_default_params
+    if extra_buffers_safe():
+        yield
+        return
+
+    def defaults() -> Any:
+        params = original()
+        params.use_extra_bufts = False
+        return params
+
+    lowlevel.llama_model_default_params = defaults
+    try:
+        yield
+    finally:
+        lowlevel.llama_model_default_params = original
+
+
 def _log_softmax(logits: Any) -> Any:
     """Log-probabilities over the vocabulary from one position's logits."""
     import numpy as np
@@ -78,8 +117,9 @@ class LlamaCppModel(Model):
             raise BackendError("the llamacpp backend needs llama-cpp-python: pip install 'magister[llamacpp]'") from None
         self.path = resolve_path(spec.partition(":")[2])
         self._llama_cpp = llama_cpp
-        self.llm = llama_cpp.Llama(model_path=str(self.path), n_ctx=n_ctx, n_threads=n_threads or os.cpu_count(),
-                                   n_batch=512, logits_all=False, verbose=False)
+        with model_params_patched():
+            self.llm = llama_cpp.Llama(model_path=str(self.path), n_ctx=n_ctx, n_threads=n_threads or os.cpu_count(),
+                                       n_batch=512, logits_all=False, verbose=False)
         template = self.llm.metadata.get("tokenizer.chat_template")
         if not template:
             raise BackendError(f"{self.path} has no chat template in its metadata")
