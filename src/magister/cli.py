@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from importlib import resources
 from pathlib import Path
@@ -68,6 +69,8 @@ def _sit_and_report(exam, model_spec: str, grader: str, use_choices: bool, as_js
         if anchors is not None:
             estimate = anchors.estimate({g.item_id: bool(g.correct) for _, g in store.answers(summary.run_id)
                                          if g.correct is not None})
+            store.update_summary(summary.run_id, {"anchors_estimate": {**estimate.to_dict(),
+                                                                       "exam_items": len(anchors.items)}})
     except KeyboardInterrupt:
         err.print("\nInterrupted: finished items are saved. Run the same command again to resume.")
         raise typer.Exit(130) from None
@@ -849,6 +852,28 @@ def models(as_json: JsonOpt = False) -> None:
                       r["about"])
     out.print(table)
     out.print("mock scores choices in modes first, last and random.")
+
+
+@app.command()
+@_guard
+def view(port: Annotated[int, typer.Option(help="Port to listen on.")] = 8765,
+         host: Annotated[str, typer.Option(help="Address to bind. Anything but 127.0.0.1/localhost needs the token "
+                                           "printed at start on every request.")] = "127.0.0.1",
+         who: Annotated[str, typer.Option(help="Name stored with the labels you give.")] = os.environ.get(
+             "USER", "me") or "me",
+         battles: Annotated[Optional[list[Path]], typer.Option(
+             help="Battles JSONL to show as a Bradley-Terry leaderboard (repeatable).")] = None) -> None:
+    """A local web app over the store: runs, items, comparisons, leaderboards, teaching runs, human labels."""
+    try:
+        from magister.web.app import serve
+    except ImportError:
+        raise _fail("magister view needs FastAPI and uvicorn: pip install 'magister[web]'") from None
+    files = {}
+    for path in battles or []:
+        if not path.is_file():
+            raise _fail(f"{path}: no such battles file")
+        files[path.stem] = path
+    serve(host=host, port=port, who=who, battles=files, echo=out.print)
 
 
 if __name__ == "__main__":

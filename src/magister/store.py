@@ -66,7 +66,32 @@ def _m001_initial(db: sqlite3.Connection) -> None:
     """)
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m001_initial]
+def _m002_items_labels_teach(db: sqlite3.Connection) -> None:
+    """Items in their own table (paged, searchable views without loading a whole exam), human labels of
+    answers (who said right or wrong, and when), and the teaching runs a viewer can list."""
+    _execute_all(db, """
+        CREATE TABLE items (
+            exam_version TEXT NOT NULL REFERENCES exams(version), item_id TEXT NOT NULL, position INTEGER NOT NULL,
+            input TEXT NOT NULL, reference TEXT NOT NULL, body TEXT NOT NULL, PRIMARY KEY (exam_version, item_id));
+        CREATE INDEX answers_position ON answers(run_id, position);
+        CREATE TABLE labels (
+            run_id TEXT NOT NULL REFERENCES runs(id), item_id TEXT NOT NULL, who TEXT NOT NULL,
+            correct INTEGER NOT NULL, created_at REAL NOT NULL, PRIMARY KEY (run_id, item_id, who));
+        CREATE TABLE teach_runs (
+            name TEXT PRIMARY KEY, path TEXT NOT NULL, created_at REAL NOT NULL)
+    """)
+    for (body,) in db.execute("SELECT body FROM exams").fetchall():
+        _put_items(db, Exam.model_validate_json(body))
+
+
+def _put_items(db: sqlite3.Connection, exam: Exam) -> None:
+    db.executemany("INSERT OR IGNORE INTO items (exam_version, item_id, position, input, reference, body) "
+                   "VALUES (?,?,?,?,?,?)",
+                   [(exam.version, item.id, k, item.input, item.reference, item.model_dump_json())
+                    for k, item in enumerate(exam.items)])
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m001_initial, _m002_items_labels_teach]
 
 
 @dataclass(frozen=True)
@@ -154,8 +179,13 @@ class Store:
     # -- exams and runs ---------------------------------------------------------------
 
     def put_exam(self, exam: Exam) -> None:
-        self.db.execute("INSERT OR IGNORE INTO exams (version, name, source, body, created_at) VALUES (?,?,?,?,?)",
-                        (exam.version, exam.name, exam.source, exam.model_dump_json(), time.time()))
+        """Store an exam once per version, with its items (call inside a transaction)."""
+        version = exam.version
+        if self.db.execute("SELECT 1 FROM exams WHERE version = ?", (version,)).fetchone():
+            return
+        self.db.execute("INSERT INTO exams (version, name, source, body, created_at) VALUES (?,?,?,?,?)",
+                        (version, exam.name, exam.source, exam.model_dump_json(), time.time()))
+        _put_items(self.db, exam)
 
     def exam(self, version: str) -> Exam:
         row = self.db.execute("SELECT body FROM exams WHERE version = ?", (version,)).fetchone()
@@ -188,6 +218,13 @@ class Store:
         with self.transaction():
             self.db.execute("UPDATE runs SET status = ?, finished_at = ?, summary = ? WHERE id = ?",
                             (status, time.time(), json.dumps(summary), run_id))
+
+    def update_summary(self, run_id: str, extra: dict[str, Any]) -> None:
+        """Add keys to a finished run's summary (e.g. the anchors' estimate of the full-exam accuracy)."""
+        with self.transaction():
+            row = self.db.execute("SELECT summary FROM runs WHERE id = ?", (run_id,)).fetchone()
+            summary = {**(json.loads(row[0]) if row and row[0] else {}), **extra}
+            self.db.execute("UPDATE runs SET summary = ? WHERE id = ?", (json.dumps(summary), run_id))
 
     def mark_run(self, run_id: str, status: str) -> None:
         """An unfinished run's status: 'interrupted' (Ctrl-C) or 'failed' (an error); both resume."""
@@ -255,6 +292,33 @@ class Store:
                         request_key=r[7]),
                  Grade(item_id=r[0], grader=r[8], score=r[9], correct=None if r[10] is None else bool(r[10]),
                        extracted=r[11], parsed=bool(r[12]), rationale=r[13], raw=r[14])) for r in rows]
+
+    # -- human labels and teaching runs --------------------------------------------------
+
+    def put_label(self, run_id: str, item_id: str, correct: bool | None, who: str) -> None:
+        """A person's verdict on one answer (None takes it back)."""
+        with self.transaction():
+            if correct is None:
+                self.db.execute("DELETE FROM labels WHERE run_id = ? AND item_id = ? AND who = ?",
+                                (run_id, item_id, who))
+            else:
+                self.db.execute("INSERT OR REPLACE INTO labels (run_id, item_id, who, correct, created_at) "
+                                "VALUES (?,?,?,?,?)", (run_id, item_id, who, int(correct), time.time()))
+
+    def labels(self, run_id: str) -> list[tuple[str, str, bool, float]]:
+        """(item_id, who, correct, created_at) of every human label on a run, oldest first."""
+        return [(r[0], r[1], bool(r[2]), r[3]) for r in self.db.execute(
+            "SELECT item_id, who, correct, created_at FROM labels WHERE run_id = ? ORDER BY created_at", (run_id,))]
+
+    def put_teach_run(self, name: str, path: Path) -> None:
+        """Remember where a teaching run lives, so the viewer can list it."""
+        with self.transaction():
+            self.db.execute("INSERT OR REPLACE INTO teach_runs (name, path, created_at) VALUES (?,?,?)",
+                            (name, str(Path(path).resolve()), time.time()))
+
+    def teach_runs(self) -> list[tuple[str, Path, float]]:
+        return [(r[0], Path(r[1]), r[2]) for r in
+                self.db.execute("SELECT name, path, created_at FROM teach_runs ORDER BY created_at DESC")]
 
     def request(self, key: str) -> Request:
         row = self.db.execute("SELECT request FROM responses WHERE key = ?", (key,)).fetchone()

@@ -129,6 +129,17 @@ class Teacher:
             model.close()
 
 
+def teach_name(store: Store, out: Path) -> str:
+    """The name a teaching run is listed under (`magister view`, /teach/NAME): its folder's name, made unique."""
+    taken = {name: path for name, path, _ in store.teach_runs()}
+    base, number = out.resolve().name or "teach", 1
+    name = base
+    while name in taken and taken[name] != out.resolve():
+        number += 1
+        name = f"{base}-{number}"
+    return name
+
+
 class Teach:
     """One teaching run in `config.out`; `run()` does (or resumes) it and returns the rounds."""
 
@@ -152,6 +163,7 @@ class Teach:
                 raise ConfigError(f"{self.out} was started with another configuration; --resume needs the same one")
         self.out.mkdir(parents=True, exist_ok=True)
         self.store = store or Store()
+        self.store.put_teach_run(teach_name(self.store, self.out), self.out)
         self.teacher = Teacher(config, self.store)
         self.teacher.models.update(models or {})  # models given by spec (tests pass a scripted teacher)
         self.resuming = resume and state.exists()

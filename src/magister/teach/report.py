@@ -5,8 +5,6 @@ Written next to the run: `report.json`, `curve.png` and `report.html`.
 
 from __future__ import annotations
 
-import base64
-import html
 import io
 import json
 from pathlib import Path
@@ -92,38 +90,24 @@ def curve_png(report: dict[str, Any]) -> bytes:
     return buffer.getvalue()
 
 
-def html_page(report: dict[str, Any], png: bytes, samples: dict[int, list[dict[str, Any]]]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in HEADERS)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in _row_cells(r)) + "</tr>"
-                   for r in report["rounds"])
-    parts = [f"<h1>{html.escape(table(report).title or 'teach')}</h1>",
-             f"<p>Stopped: {html.escape(str(report['stopped']))}. Teacher: {report['teacher_calls']} calls, "
-             f"{report['teacher_tokens']} tokens. {html.escape(verifier_note(report))}</p>",
-             f'<img alt="learning curve" src="data:image/png;base64,{base64.b64encode(png).decode()}">',
-             f"<table><tr>{head}</tr>{body}</table>"]
-    for number, drafts in samples.items():
-        rows = "".join(f"<tr><td>{html.escape(d['strategy'])}</td><td>{html.escape(d['input'])}</td>"
-                       f"<td>{html.escape(d['reference'])}</td><td>{html.escape(d['reason'] or 'kept')}</td></tr>"
-                       for d in drafts)
-        parts.append(f"<h2>Round {number}: new examples (first {len(drafts)})</h2><table><tr><th>strategy</th>"
-                     f"<th>input</th><th>answer</th><th>outcome</th></tr>{rows}</table>")
-    style = ("<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin:1em 0}"
-             "td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}</style>")
-    return f"<!doctype html><html><head><meta charset='utf-8'><title>Magister teach</title>{style}</head>" \
-           f"<body>{''.join(parts)}</body></html>"
+def html_page(out: Path) -> str:
+    """The teaching run as one standalone HTML file: the same template as `magister view`'s /teach page."""
+    from importlib import resources
+
+    from magister.web.app import teach_context
+    from magister.web.data import teach_page
+    from magister.web.templates import render
+
+    script = resources.files("magister.web").joinpath("static/app.js").read_text(encoding="utf-8")
+    context = teach_context(teach_page(out), run_link="http://127.0.0.1:8765/runs/")
+    return render("teach.html", standalone=True, inline_js=script, **context)
 
 
-def write(report: dict[str, Any], out: Path, samples: int = 30) -> dict[str, Path]:
-    """Write report.json, curve.png and report.html into `out`; returns their paths."""
+def write(report: dict[str, Any], out: Path) -> dict[str, Path]:
+    """Write report.json, curve.png and report.html (every round, every example) into `out`; returns their paths."""
     paths = {"json": out / "report.json", "png": out / "curve.png", "html": out / "report.html"}
     paths["json"].write_text(json.dumps(report, indent=2, default=str))
-    drafts: dict[int, list[dict[str, Any]]] = {}
-    for row in report["rounds"]:
-        path = out / f"round-{row['round']}" / "drafts.json"
-        if path.exists():
-            drafts[row["round"]] = json.loads(path.read_text())[:samples]
     if report["rounds"]:
-        png = curve_png(report)
-        paths["png"].write_bytes(png)
-        paths["html"].write_text(html_page(report, png, drafts))
+        paths["png"].write_bytes(curve_png(report))
+        paths["html"].write_text(html_page(out), encoding="utf-8")
     return paths

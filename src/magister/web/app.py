@@ -1,0 +1,306 @@
+"""`magister view`: a local web app over the store (FastAPI, server-rendered Jinja templates).
+
+Every page answers `?format=json` with the data it shows; tables also answer `?format=csv` and
+`?format=jsonl` (all rows that match the filters, streamed page by page). Bound to 127.0.0.1 by
+default; on any other host every request needs the token printed at start (as `?token=`, which
+sets a cookie, or an `Authorization: Bearer` header).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import secrets
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel
+
+from magister.errors import MagisterError
+from magister.store import Store
+from magister.web import charts, data
+from magister.web.templates import render
+
+STATIC = Path(__file__).parent / "static"
+
+
+class LabelIn(BaseModel):
+    item_id: str
+    correct: bool | None  # None takes the label back (undo)
+    who: str | None = None
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN and infinities become null: the JSON we serve is strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _flat(row: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in row.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}_"))
+        elif isinstance(value, list):
+            out[f"{prefix}{key}"] = json.dumps(value)
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _table(rows: Iterable[dict[str, Any]], fmt: str, name: str) -> Response:
+    """Stream rows as CSV or JSONL, as a download."""
+    def jsonl() -> Iterator[str]:
+        for row in rows:
+            yield json.dumps(_json_safe(row), ensure_ascii=False) + "\n"
+
+    def as_csv() -> Iterator[str]:
+        buffer = io.StringIO()
+        writer: csv.DictWriter[str] | None = None
+        for row in rows:
+            flat = _flat(row)
+            if writer is None:
+                writer = csv.DictWriter(buffer, fieldnames=list(flat), extrasaction="ignore")
+                writer.writeheader()
+            writer.writerow(flat)
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+
+    media = "text/csv" if fmt == "csv" else "application/x-ndjson"
+    return StreamingResponse(as_csv() if fmt == "csv" else jsonl(), media_type=f"{media}; charset=utf-8",
+                             headers={"Content-Disposition": f'attachment; filename="{name}.{fmt}"'})
+
+
+def _query(request: Request, **change: Any) -> str:
+    params = {k: v for k, v in request.query_params.items() if k not in ("format", "page", "token")}
+    params.update({k: v for k, v in change.items() if v is not None})
+    return urlencode(params)
+
+
+def _page(request: Request, template: str, context: dict[str, Any], table: Callable[[], Iterable[dict]] | None = None,
+          name: str = "table") -> Response:
+    fmt = request.query_params.get("format", "html")
+    if fmt == "json":
+        return JSONResponse(_json_safe(context))
+    if fmt in ("csv", "jsonl") and table is not None:
+        return _table(table(), fmt, name)
+    if fmt != "html":
+        return PlainTextResponse(f"unknown format {fmt!r}: use html, json" + (", csv or jsonl" if table else ""),
+                                 status_code=400)
+    extra = {"query_json": _query(request, format="json"), "query_csv": _query(request, format="csv"),
+             "query_jsonl": _query(request, format="jsonl"), "query_page": _query(request) + "&" if _query(request)
+             else ""}
+    return HTMLResponse(render(template, **context, **extra))
+
+
+def _flag(value: str | None) -> bool:
+    return value not in (None, "", "0", "false", "off")
+
+
+def _int(value: str | None, default: int) -> int:
+    try:
+        return int(value) if value else default
+    except ValueError:
+        return default
+
+
+def create_app(store_path: Path | None = None, *, token: str | None = None, who: str = "me",
+               battles: dict[str, Path] | None = None) -> FastAPI:
+    """The app over the store at `store_path` (default: the user's). `token`: required on every request."""
+    app = FastAPI(title="Magister", docs_url=None, redoc_url=None, openapi_url=None)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    battle_files = dict(battles or {})
+
+    def store() -> Store:
+        return Store(store_path)
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next: Callable) -> Response:
+        if token is not None:
+            given = (request.query_params.get("token") or request.cookies.get("magister_token")
+                     or request.headers.get("authorization", "").removeprefix("Bearer ").strip())
+            if not given or not secrets.compare_digest(given, token):
+                return PlainTextResponse("a token is required: open the URL `magister view` printed", status_code=401)
+        if request.method != "GET":  # writes only from this app's own pages (no cross-site form posts)
+            origin = request.headers.get("origin")
+            if origin is not None and origin.split("://", 1)[-1] != request.headers.get("host"):
+                return PlainTextResponse("cross-origin write refused", status_code=403)
+        response = await call_next(request)
+        if token is not None and request.query_params.get("token") == token:
+            response.set_cookie("magister_token", token, httponly=True, samesite="strict")
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Content-Security-Policy",
+                                    "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+                                    "script-src 'self'")
+        return response
+
+    @app.exception_handler(MagisterError)
+    async def not_found(request: Request, error: MagisterError) -> Response:
+        if request.query_params.get("format") == "json":
+            return JSONResponse({"error": str(error)}, status_code=404)
+        return HTMLResponse(render("error.html", message=str(error)), status_code=404)
+
+    @app.get("/")
+    def runs_page(request: Request) -> Response:
+        exam, model = request.query_params.get("exam") or None, request.query_params.get("model") or None
+        s = store()
+        try:
+            context = {**data.runs(s, exam=exam, model=model), "battles": sorted(battle_files)}
+        finally:
+            s.close()
+        return _page(request, "runs.html", context, lambda: context["runs"], "runs")
+
+    @app.get("/runs/{run_id}")
+    def run_page(request: Request, run_id: str) -> Response:
+        q = request.query_params
+        filters = {"wrong": _flag(q.get("wrong")), "unparsed": _flag(q.get("unparsed")),
+                   "label": q.get("label") or None, "q": q.get("q") or None}
+        s = store()
+        try:
+            context = data.run_page(s, run_id, page=_int(q.get("page"), 1), **filters)
+        finally:
+            s.close()
+
+        def every_row() -> Iterator[dict[str, Any]]:
+            rows = store()
+            try:
+                page = 1
+                while True:
+                    chunk = data.run_page(rows, run_id, page=page, per_page=1000, **filters)
+                    yield from chunk["items"]
+                    if page >= chunk["pages"]:
+                        return
+                    page += 1
+            finally:
+                rows.close()
+
+        return _page(request, "run.html", context, every_row, f"run-{context['run']['run_id']}")
+
+    @app.get("/runs/{run_id}/items/{item_id:path}")
+    def item_page(request: Request, run_id: str, item_id: str) -> Response:
+        s = store()
+        try:
+            context = data.item_page(s, run_id, item_id)
+        finally:
+            s.close()
+        return _page(request, "item.html", context)
+
+    @app.get("/compare")
+    def compare_form(request: Request) -> Response:
+        picked = request.query_params.getlist("run")
+        if len(picked) != 2:
+            return PlainTextResponse("select exactly two runs to compare", status_code=400)
+        return RedirectResponse(f"/compare/{picked[0]}/{picked[1]}", status_code=303)
+
+    @app.get("/compare/{run_a}/{run_b}")
+    def compare_page(request: Request, run_a: str, run_b: str) -> Response:
+        q = request.query_params
+        only = _flag(q.get("discordant"))
+        s = store()
+        try:
+            context = data.compare_page(s, run_a, run_b, page=_int(q.get("page"), 1), discordant_only=only)
+        finally:
+            s.close()
+
+        def every_row() -> Iterator[dict[str, Any]]:
+            rows = store()
+            try:
+                first = data.compare_page(rows, run_a, run_b, per_page=10**9, discordant_only=only)
+                yield from first["items"]
+            finally:
+                rows.close()
+
+        return _page(request, "compare.html", context, every_row, "compare")
+
+    @app.get("/leaderboard/battles/{name}")
+    def battles_page(request: Request, name: str) -> Response:
+        if name not in battle_files:
+            return HTMLResponse(render("error.html", message=f"no battles file named '{name}'"), status_code=404)
+        context = data.battles_page(battle_files[name])
+        return _page(request, "leaderboard.html", context, lambda: context["rows"], f"leaderboard-{name}")
+
+    @app.get("/leaderboard/{exam}")
+    def leaderboard_page(request: Request, exam: str) -> Response:
+        s = store()
+        try:
+            context = data.leaderboard_page(s, exam)
+        finally:
+            s.close()
+        return _page(request, "leaderboard.html", context, lambda: context["rows"], f"leaderboard-{exam}")
+
+    @app.get("/teach/{name}")
+    def teach_page(request: Request, name: str) -> Response:
+        s = store()
+        try:
+            directory = data.teach_dir(s, name)
+        finally:
+            s.close()
+        context = teach_context(data.teach_page(directory, name))
+        return _page(request, "teach.html", context)
+
+    @app.get("/teach/{name}/data.jsonl")
+    def teach_download(name: str) -> Response:
+        s = store()
+        try:
+            directory = data.teach_dir(s, name)
+        finally:
+            s.close()
+        return _table(data.teach_data(directory), "jsonl", f"{name}-training-data")
+
+    @app.get("/label/{run_id}")
+    def label_page(request: Request, run_id: str) -> Response:
+        person = request.query_params.get("who") or who
+        s = store()
+        try:
+            context = data.label_page(s, run_id, person, sample=_int(request.query_params.get("sample"), 50))
+        finally:
+            s.close()
+        return _page(request, "label.html", context, lambda: context["queue"], f"labels-{run_id}")
+
+    @app.post("/api/runs/{run_id}/labels")
+    def put_label(run_id: str, label: LabelIn) -> Response:
+        s = store()
+        try:
+            run = data.find_run(s, run_id)
+            if not s.db.execute("SELECT 1 FROM answers WHERE run_id = ? AND item_id = ?",
+                                (run.id, label.item_id)).fetchone():
+                return JSONResponse({"error": f"run {run.id} has no item '{label.item_id}'"}, status_code=404)
+            s.put_label(run.id, label.item_id, label.correct, (label.who or who).strip() or who)
+        finally:
+            s.close()
+        return JSONResponse({"ok": True})
+
+    return app
+
+
+def teach_context(page: dict[str, Any], run_link: str = "/runs/") -> dict[str, Any]:
+    """The teaching page's template context: the data plus its two charts."""
+    return {**page, "curve_svg": charts.learning_curve(page["rounds"], page["baseline"]),
+            "loss_svg": charts.loss_curves(page["rounds"]), "run_link": run_link}
+
+
+def serve(host: str = "127.0.0.1", port: int = 8765, store_path: Path | None = None, who: str = "me",
+          battles: dict[str, Path] | None = None, echo: Callable[[str], None] = print) -> None:
+    """Run the app with uvicorn until Ctrl-C; prints the URL (with the token when one is needed)."""
+    import uvicorn
+
+    loopback = host in ("127.0.0.1", "localhost", "::1")
+    token = None if loopback else secrets.token_urlsafe(18)
+    shown = f"[{host}]" if ":" in host else host
+    url = f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
+    echo(f"Magister view on {url}  (Ctrl-C stops it)")
+    uvicorn.run(create_app(store_path, token=token, who=who, battles=battles), host=host, port=port,
+                log_level="warning")

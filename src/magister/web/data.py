@@ -1,0 +1,355 @@
+"""What each page of `magister view` shows, as plain data (dicts and lists of JSON values).
+
+The HTML pages render these dicts and `?format=json` returns them as they are, so a script reads
+exactly what a person sees. Item tables are paged in SQL, so a run of 100,000 items costs one
+page of rows, never the whole run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from magister.errors import ConfigError
+from magister.rankings import find_run
+from magister.stats.intervals import wilson
+from magister.store import RunRow, Store
+
+PER_PAGE = 50
+
+
+def _finite(value: float | None) -> float | None:
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
+
+
+def run_row(run: RunRow) -> dict[str, Any]:
+    """One line of the runs table."""
+    s = run.summary or {}
+    return {"run_id": run.id, "created_at": run.created_at, "status": run.status, "exam": run.exam_name,
+            "exam_version": run.exam_version, "model": run.model, "grader": run.grader, "n": run.n_items,
+            "accuracy": s.get("accuracy"), "ci_low": s.get("ci_low"), "ci_high": s.get("ci_high"),
+            "parse_failures": s.get("parse_failures"), "n_failed": s.get("n_failed", 0),
+            "tokens": (s.get("prompt_tokens", 0) + s.get("completion_tokens", 0)) if s else None,
+            "wall_s": s.get("wall_s")}
+
+
+def runs(store: Store, exam: str | None = None, model: str | None = None, limit: int = 500) -> dict[str, Any]:
+    rows = [run_row(r) for r in store.runs(exam=exam, limit=limit) if model is None or r.model == model]
+    exams = [r[0] for r in store.db.execute("SELECT DISTINCT exam_name FROM runs ORDER BY exam_name")]
+    models = [r[0] for r in store.db.execute("SELECT DISTINCT model FROM runs ORDER BY model")]
+    teach = [{"name": name, "path": str(path)} for name, path, _ in store.teach_runs()]
+    return {"runs": rows, "exams": exams, "models": models, "filters": {"exam": exam, "model": model},
+            "teach_runs": teach}
+
+
+_ITEM_COLUMNS = ("a.item_id, i.input, i.reference, a.text, g.extracted, g.correct, g.score, g.parsed, "
+                 "a.position, g.rationale")
+
+
+def _item_rows(cursor: Any) -> list[dict[str, Any]]:
+    return [{"item_id": r[0], "input": r[1], "reference": r[2], "answer": r[3], "extracted": r[4],
+             "correct": None if r[5] is None else bool(r[5]), "score": r[6], "parsed": bool(r[7]),
+             "position": r[8], "rationale": r[9]} for r in cursor]
+
+
+def _filters(wrong: bool, unparsed: bool, label: str | None, q: str | None) -> tuple[str, list[Any]]:
+    where, args = ["a.run_id = ?"], []
+    if wrong:
+        where.append("(g.correct = 0 OR (g.correct IS NULL AND g.score < 0.5))")
+    if unparsed:
+        where.append("g.parsed = 0")
+    if label:
+        where.append("i.reference = ?")
+        args.append(label)
+    if q:
+        where.append("(instr(lower(i.input), lower(?)) > 0 OR instr(lower(a.text), lower(?)) > 0 "
+                     "OR a.item_id = ?)")
+        args += [q, q, q]
+    return " AND ".join(where), args
+
+
+def run_page(store: Store, run_id: str, *, wrong: bool = False, unparsed: bool = False, label: str | None = None,
+             q: str | None = None, page: int = 1, per_page: int = PER_PAGE) -> dict[str, Any]:
+    """A run: its score and interval, a confusion matrix or score histogram, and one page of its items."""
+    run = find_run(store, run_id)
+    join = ("FROM answers a JOIN grades g ON g.run_id = a.run_id AND g.item_id = a.item_id "
+            "JOIN items i ON i.exam_version = ? AND i.item_id = a.item_id")
+    where, args = _filters(wrong, unparsed, label, q)
+    base = [run.exam_version, run.id, *args]
+    total = store.db.execute(f"SELECT count(*) {join} WHERE {where}", base).fetchone()[0]
+    page = max(1, page)
+    rows = _item_rows(store.db.execute(
+        f"SELECT {_ITEM_COLUMNS} {join} WHERE {where} ORDER BY a.position LIMIT ? OFFSET ?",
+        [*base, per_page, (page - 1) * per_page]))
+    counts = store.db.execute(
+        "SELECT count(*), sum(g.correct = 1), sum(g.correct IS NOT NULL), sum(g.parsed = 0), avg(g.score) "
+        "FROM answers a JOIN grades g ON g.run_id = a.run_id AND g.item_id = a.item_id WHERE a.run_id = ?",
+        (run.id,)).fetchone()
+    n, right, binary, unparsed_n, mean_score = counts[0], counts[1] or 0, counts[2] or 0, counts[3] or 0, counts[4]
+    score: dict[str, Any] = {"n": n, "correct": right, "parse_failures": unparsed_n, "mean_score": mean_score}
+    if n and binary == n:
+        low, high = wilson(right, n)
+        score.update(accuracy=right / n, ci_low=low, ci_high=high)
+    labels = _label_set(store, run)
+    return {"run": run_row(run), "config": run.config, "summary": run.summary, "score": score,
+            "confusion": _confusion(store, run, labels) if labels else None,
+            "histogram": None if labels else _histogram(store, run), "labels": labels,
+            "items": rows, "total": total, "page": page, "pages": max(1, math.ceil(total / per_page)),
+            "per_page": per_page, "filters": {"wrong": wrong, "unparsed": unparsed, "label": label, "q": q}}
+
+
+def _label_set(store: Store, run: RunRow) -> list[str]:
+    stored = run.config.get("label_sets") or run.config.get("labels")
+    if isinstance(stored, list) and stored and isinstance(stored[0], list):
+        stored = sorted({label for labels in stored for label in labels})
+    if isinstance(stored, list) and stored and all(isinstance(v, str) for v in stored):
+        return list(stored)
+    kinds = run.config.get("kinds")
+    if kinds and set(kinds) <= {"classification", "multiple_choice"}:
+        return [r[0] for r in store.db.execute("SELECT DISTINCT reference FROM items WHERE exam_version = ? "
+                                               "ORDER BY reference", (run.exam_version,))]
+    return []
+
+
+def _confusion(store: Store, run: RunRow, labels: list[str]) -> dict[str, Any]:
+    """Rows: the reference; columns: what the answer was read as (unparsed answers in their own column)."""
+    cells = store.db.execute(
+        "SELECT i.reference, coalesce(g.extracted, ''), count(*) FROM answers a JOIN grades g ON g.run_id = a.run_id "
+        "AND g.item_id = a.item_id JOIN items i ON i.exam_version = ? AND i.item_id = a.item_id WHERE a.run_id = ? "
+        "GROUP BY 1, 2", (run.exam_version, run.id)).fetchall()
+    seen = {c[1] for c in cells if c[1]} - set(labels)
+    columns = labels + sorted(seen) + ["(unparsed)"]
+    rows = sorted({c[0] for c in cells} | set(labels), key=lambda r: (r not in labels, labels.index(r)
+                                                                      if r in labels else 0, r))
+    matrix = {r: dict.fromkeys(columns, 0) for r in rows}
+    for reference, extracted, count in cells:
+        matrix[reference][extracted or "(unparsed)"] += count
+    per_label = [{"label": r, "n": sum(matrix[r].values()), "correct": matrix[r].get(r, 0)} for r in rows]
+    for row in per_label:
+        row["accuracy"] = row["correct"] / row["n"] if row["n"] else None
+    return {"rows": rows, "columns": columns, "cells": [[matrix[r][c] for c in columns] for r in rows],
+            "per_label": per_label}
+
+
+def _histogram(store: Store, run: RunRow, bins: int = 10) -> dict[str, Any]:
+    buckets = [0] * bins
+    for bucket, count in store.db.execute(
+            "SELECT min(CAST(score * ? AS INTEGER), ? - 1), count(*) FROM grades WHERE run_id = ? GROUP BY 1",
+            (bins, bins, run.id)):
+        if bucket is not None and 0 <= bucket < bins:
+            buckets[bucket] = count
+    return {"edges": [k / bins for k in range(bins + 1)], "counts": buckets}
+
+
+def item_page(store: Store, run_id: str, item_id: str) -> dict[str, Any]:
+    """One answer in full: the item, the answer, its grade, choice log-probabilities, the exact request."""
+    run = find_run(store, run_id)
+    row = store.db.execute(
+        "SELECT i.body, a.text, a.choice_logprobs, a.prompt_tokens, a.completion_tokens, a.latency_s, a.cached, "
+        "a.request_key, g.grader, g.score, g.correct, g.extracted, g.parsed, g.rationale, g.raw, a.position "
+        "FROM answers a JOIN grades g ON g.run_id = a.run_id AND g.item_id = a.item_id "
+        "JOIN items i ON i.exam_version = ? AND i.item_id = a.item_id WHERE a.run_id = ? AND a.item_id = ?",
+        (run.exam_version, run.id, item_id)).fetchone()
+    if row is None:
+        raise ConfigError(f"run {run.id} has no answer to item '{item_id}'")
+    request = store.db.execute("SELECT request, completion FROM responses WHERE key = ?", (row[7],)).fetchone()
+    logprobs = json.loads(row[2]) if row[2] else None
+    bars = None
+    if logprobs:
+        top = max(logprobs.values())
+        weights = {k: math.exp(v - top) for k, v in logprobs.items()}
+        total = sum(weights.values())
+        bars = sorted(({"choice": k, "logprob": v, "prob": weights[k] / total} for k, v in logprobs.items()),
+                      key=lambda b: -b["logprob"])
+    neighbours = store.db.execute(
+        "SELECT (SELECT item_id FROM answers WHERE run_id = ? AND position < ? ORDER BY position DESC LIMIT 1), "
+        "(SELECT item_id FROM answers WHERE run_id = ? AND position > ? ORDER BY position LIMIT 1)",
+        (run.id, row[15], run.id, row[15])).fetchone()
+    return {"run": run_row(run), "item": json.loads(row[0]),
+            "answer": {"text": row[1], "prompt_tokens": row[3], "completion_tokens": row[4], "latency_s": row[5],
+                       "cached": bool(row[6]), "request_key": row[7]},
+            "grade": {"grader": row[8], "score": row[9], "correct": None if row[10] is None else bool(row[10]),
+                      "extracted": row[11], "parsed": bool(row[12]), "rationale": row[13], "raw": row[14]},
+            "choice_logprobs": bars,
+            "request": json.loads(request[0]) if request else None,
+            "completion": json.loads(request[1]) if request else None,
+            "labels": [{"who": w, "correct": c, "at": t} for i, w, c, t in store.labels(run.id) if i == item_id],
+            "previous": neighbours[0], "next": neighbours[1]}
+
+
+def compare_page(store: Store, run_a: str, run_b: str, page: int = 1, per_page: int = PER_PAGE,
+                 discordant_only: bool = False) -> dict[str, Any]:
+    """Two runs on their shared items: the paired test, then the items where they differ first."""
+    from magister.rankings import compare_runs
+
+    result, a, b = compare_runs(store, run_a, run_b)
+    join = ("FROM grades ga JOIN grades gb ON gb.run_id = ? AND gb.item_id = ga.item_id "
+            "JOIN answers aa ON aa.run_id = ga.run_id AND aa.item_id = ga.item_id "
+            "JOIN answers ab ON ab.run_id = gb.run_id AND ab.item_id = gb.item_id "
+            "LEFT JOIN items i ON i.exam_version = ? AND i.item_id = ga.item_id WHERE ga.run_id = ?")
+    differ = "(coalesce(ga.correct, ga.score) != coalesce(gb.correct, gb.score))"
+    args = [b.id, a.exam_version, a.id]
+    where = f" AND {differ}" if discordant_only else ""
+    total = store.db.execute(f"SELECT count(*) {join}{where}", args).fetchone()[0]
+    page = max(1, page)
+    rows = store.db.execute(
+        f"SELECT ga.item_id, i.input, i.reference, aa.text, ga.correct, ga.score, ab.text, gb.correct, gb.score, "
+        f"{differ} {join}{where} ORDER BY {differ} DESC, aa.position LIMIT ? OFFSET ?",
+        [*args, per_page, (page - 1) * per_page]).fetchall()
+    items = [{"item_id": r[0], "input": r[1], "reference": r[2],
+              "a": {"answer": r[3], "correct": None if r[4] is None else bool(r[4]), "score": r[5]},
+              "b": {"answer": r[6], "correct": None if r[7] is None else bool(r[7]), "score": r[8]},
+              "discordant": bool(r[9])} for r in rows]
+    return {"a": run_row(a), "b": run_row(b), "comparison": {k: _finite(v) if isinstance(v, float) else v
+                                                             for k, v in result.to_dict().items()},
+            "items": items, "total": total, "page": page, "pages": max(1, math.ceil(total / per_page)),
+            "per_page": per_page, "discordant_only": discordant_only}
+
+
+def leaderboard_page(store: Store, exam: str) -> dict[str, Any]:
+    """Per exam: the latest finished run of each model, accuracy with its 95% interval, ranked by the interval
+    rule (a model's rank is one plus the number of models whose interval lies wholly above its own)."""
+    from magister.rankings import exam_leaderboard
+
+    rows = [s.to_dict() for s in exam_leaderboard(store, exam)]
+    for row in rows:
+        summary = store.run(row["run_id"]).summary or {}
+        row["anchors_estimate"] = summary.get("anchors_estimate")
+    return {"exam": exam, "kind": "exam", "rows": rows,
+            "anchored": any(r["anchors_estimate"] for r in rows)}
+
+
+def battles_page(path: Path, anchor: str | None = None, rounds: int = 300) -> dict[str, Any]:
+    """A Bradley-Terry leaderboard from a battles file given to `magister view --battles`."""
+    from magister.stats.bradley_terry import leaderboard, load_battles
+
+    battles = load_battles(path)
+    board = leaderboard(battles, rounds=rounds, anchor=anchor)
+    rows = [r.to_dict() for r in board]
+    low = min((r["ci_low"] for r in rows if math.isfinite(r["ci_low"])), default=0.0)
+    high = max((r["ci_high"] for r in rows if math.isfinite(r["ci_high"])), default=1.0)
+    return {"exam": path.stem, "kind": "battles", "rows": rows, "n_battles": len(battles), "rounds": rounds,
+            "scale": [low, high], "anchor": anchor}
+
+
+# -- teaching runs -------------------------------------------------------------------------------------
+
+
+def _read(path: Path, default: Any = None) -> Any:
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else default
+
+
+def teach_dir(store: Store, name: str) -> Path:
+    for found, path, _ in store.teach_runs():
+        if found == name:
+            return path
+    raise ConfigError(f"no teaching run named '{name}' (see the runs page)")
+
+
+def teach_page(directory: Path, name: str | None = None) -> dict[str, Any]:
+    """A teaching run read from its folder: config, baseline, rounds with named columns, losses, the mined
+    items with the student's wrong answers, every kept and rejected example, and the items whose grade changed."""
+    report = _read(directory / "report.json") or {}
+    state = _read(directory / "state.json", {})
+    config = report.get("config") or state.get("config") or {}
+    rounds = report.get("rounds") or [_read(p) for p in sorted(directory.glob("round-*/round.json"),
+                                                                 key=lambda p: int(p.parent.name[6:]))]
+    baseline = report.get("baseline") or _read(directory / "baseline.json")
+    out_rounds = []
+    previous_grades = _read(directory / "baseline-grades.json")
+    changes = []
+    for row in rounds:
+        number = row["round"]
+        folder = directory / f"round-{number}"
+        drafts = _read(folder / "drafts.json", [])
+        for k, d in enumerate(drafts):
+            d["id"] = f"r{number}-{k}"
+            d["kept"] = not d.get("reason")
+        grades = _read(folder / "grades.json")
+        if grades and previous_grades:
+            for item, ok in grades.items():
+                if item in previous_grades and previous_grades[item] != ok:
+                    changes.append({"round": number, "item_id": item, "before": previous_grades[item], "after": ok})
+        previous_grades = grades or previous_grades
+        exam = row.get("exam") or {}
+        out_rounds.append({
+            "round": number, "accuracy": exam.get("accuracy"), "ci_low": exam.get("ci_low"),
+            "ci_high": exam.get("ci_high"), "n": exam.get("n"), "run_id": exam.get("run_id"),
+            "vs_round0": row.get("vs_round0"), "mined": row.get("mined", 0), "written": row.get("generated", 0),
+            "duplicates": row.get("deduped", 0), "rejected": row.get("rejected", 0), "kept": row.get("kept", 0),
+            "training_examples": row.get("data", 0), "teacher_calls": row.get("teacher_calls", 0),
+            "teacher_tokens": row.get("teacher_tokens", 0), "by_strategy": row.get("by_strategy", {}),
+            "rejections": row.get("rejections", {}), "wall_s": row.get("wall_s", {}),
+            "train": row.get("train", {}), "losses": _read(folder / "losses.json", []),
+            "mined_items": _read(folder / "mined.json", []), "drafts": drafts})
+    return {"name": name or directory.name, "path": str(directory), "config": config, "baseline": baseline,
+            "stopped": report.get("stopped", state.get("stopped")), "rounds": out_rounds, "changes": changes,
+            "teacher_calls": report.get("teacher_calls"), "teacher_tokens": report.get("teacher_tokens")}
+
+
+def teach_data(directory: Path) -> list[dict[str, Any]]:
+    """The teaching run's final training data (seed + kept), as OpenAI chat fine-tuning rows: the same
+    messages the student was trained on."""
+    from magister.exams.prompt import build_request
+    from magister.teach.train import target_text
+    from magister.teach.loop import read_items
+    from magister.types import Exam
+
+    rounds = sorted(directory.glob("round-*/data.jsonl"), key=lambda p: int(p.parent.name[6:]))
+    if not rounds:
+        return []
+    items = read_items(rounds[-1])
+    exam = Exam(name="teach", items=items)
+    return [{"messages": [m.model_dump(include={"role", "content"}) for m in
+                          build_request(item, exam, use_choices=False).messages or []]
+             + [{"role": "assistant", "content": target_text(item)}]} for item in items]
+
+
+# -- human labels and the judge's agreement with them ----------------------------------------------------
+
+
+def label_page(store: Store, run_id: str, who: str, sample: int = 50) -> dict[str, Any]:
+    """A fixed sample of a run's answers to label (spread over the run), with this person's labels so far,
+    and the grader's agreement with every stored human label."""
+    from magister.stats.agreement import bootstrap_ci, kappa
+
+    run = find_run(store, run_id)
+    n = store.db.execute("SELECT count(*) FROM answers WHERE run_id = ?", (run.id,)).fetchone()[0]
+    rng = np.random.default_rng(0)
+    positions = sorted(rng.choice(n, size=min(sample, n), replace=False).tolist()) if n else []
+    marks = ",".join("?" * len(positions))
+    queue = _item_rows(store.db.execute(
+        f"SELECT {_ITEM_COLUMNS} FROM answers a JOIN grades g ON g.run_id = a.run_id AND g.item_id = a.item_id "
+        f"JOIN items i ON i.exam_version = ? AND i.item_id = a.item_id WHERE a.run_id = ? AND a.position IN "
+        f"({marks}) ORDER BY a.position", [run.exam_version, run.id, *positions])) if positions else []
+    labels = store.labels(run.id)
+    mine = {item: ok for item, person, ok, _ in labels if person == who}
+    for row in queue:
+        row["label"] = mine.get(row["item_id"])
+    grades = {r[0]: (None if r[1] is None else bool(r[1]), r[2]) for r in store.db.execute(
+        "SELECT item_id, correct, score FROM grades WHERE run_id = ?", (run.id,))}
+    latest: dict[str, bool] = {}
+    for item, _, ok, _ in labels:  # the latest label per item, whoever gave it
+        latest[item] = ok
+    pairs = [(item, ok, grades[item][0] if grades[item][0] is not None else grades[item][1] >= 0.5)
+             for item, ok in latest.items() if item in grades]
+    agreement: dict[str, Any] = {"n": len(pairs)}
+    if pairs:
+        human, grader = [p[1] for p in pairs], [bool(p[2]) for p in pairs]
+        agreement["accuracy"] = float(np.mean([h == g for h, g in zip(human, grader)]))
+        if len(pairs) >= 2:
+            agreement["kappa"] = kappa(grader, human)
+            low, high = bootstrap_ci(kappa, grader, human, rounds=500)
+            agreement["kappa_ci"] = [_finite(low), _finite(high)]
+        agreement["confusion"] = {"grader_right_human_right": sum(g and h for h, g in zip(human, grader)),
+                                  "grader_right_human_wrong": sum(g and not h for h, g in zip(human, grader)),
+                                  "grader_wrong_human_right": sum(h and not g for h, g in zip(human, grader)),
+                                  "grader_wrong_human_wrong": sum(not g and not h for h, g in zip(human, grader))}
+        agreement["disagreements"] = [{"item_id": item, "human": h, "grader": bool(g)} for item, h, g in pairs
+                                      if h != bool(g)]
+    return {"run": run_row(run), "who": who, "queue": queue, "labelled": sum(r["label"] is not None for r in queue),
+            "agreement": agreement}
