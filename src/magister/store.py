@@ -85,9 +85,10 @@ def _m002_items_labels_teach(db: sqlite3.Connection) -> None:
 
 
 def _put_items(db: sqlite3.Connection, exam: Exam) -> None:
+    version = exam.version  # a hash of the whole exam: once, not per item
     db.executemany("INSERT OR IGNORE INTO items (exam_version, item_id, position, input, reference, body) "
                    "VALUES (?,?,?,?,?,?)",
-                   [(exam.version, item.id, k, item.input, item.reference, item.model_dump_json())
+                   [(version, item.id, k, item.input, item.reference, item.model_dump_json())
                     for k, item in enumerate(exam.items)])
 
 

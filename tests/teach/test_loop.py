@@ -51,7 +51,10 @@ def test_rounds_mine_write_filter_accumulate_and_report(config: TeachConfig) -> 
     assert report["baseline"]["n"] == 8 and report["teacher_calls"] == sum(r.teacher_calls for r in rounds)
     paths = teach_report.write(report, config.out)
     assert paths["png"].read_bytes()[:4] == b"\x89PNG"
-    assert "Round 1" in paths["html"].read_text() and "data:image/png;base64" in paths["html"].read_text()
+    page = paths["html"].read_text()
+    assert "Round 1" in page and '<svg class="chart"' in page  # the same template as `magister view`'s /teach
+    assert page.count('data-outcome="') == len(drafts) + len(json.loads((config.out / "round-2" / "drafts.json")
+                                                                        .read_text()))  # every example, none cut
     assert json.loads(paths["json"].read_text())["stopped"] == "round limit (2)"
 
 
