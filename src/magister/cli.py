@@ -379,7 +379,9 @@ def anchors(source: Annotated[Optional[Path], typer.Argument(help="Correctness C
 @app.command("judge-check")
 @_guard
 def judge_check(
-    path: Annotated[Path, typer.Argument(help="Human-labelled JSONL.")],
+    path: Annotated[Optional[Path], typer.Argument(help="Human-labelled JSONL (or --run).")] = None,
+    run: Annotated[Optional[str], typer.Option(help="Instead of a file: the human labels stored for this run "
+                                               "(given in `magister view`).")] = None,
     grader: Annotated[str, typer.Option(help="match, checklist, rubric or pairwise; or a deterministic grader "
                                         "(rules, contains, exact, numeric ...) to compare with.")] = "match",
     judge: Annotated[str, typer.Option(help="Judge model spec.")] = "llamacpp:smollm2",
@@ -416,6 +418,20 @@ def judge_check(
 
     from magister.graders.deterministic import GRADERS
 
+    if (path is None) == (run is None):
+        raise _fail("give exactly one of a labelled JSONL file or --run RUN_ID")
+    if run is not None:  # the labels stored for a run, written where the calibration file goes too
+        from magister.labels import labelled_rows, write_labels
+
+        store = Store()
+        try:
+            rows = labelled_rows(store, run)
+        finally:
+            store.close()
+        from magister.store import user_dir
+
+        path = write_labels(rows, user_dir() / f"labels-{rows[0]['run_id']}.jsonl")
+        human = ["human"]
     if grader not in ("match", "checklist", "rubric", "pairwise", *GRADERS):
         raise _fail(f"unknown grader '{grader}'; choose match, checklist, rubric, pairwise or one of "
                     f"{', '.join(GRADERS)}")
@@ -518,7 +534,10 @@ def _reliability_plot(curve: list[dict], path: Path, title: str) -> None:
 @app.command()
 @_guard
 def calibrate(
-    path: Annotated[Path, typer.Argument(help="Human-labelled JSONL (question, reference, response, human).")],
+    path: Annotated[Optional[Path], typer.Argument(help="Human-labelled JSONL (question, reference, response, "
+                                                   "human), or --run.")] = None,
+    run: Annotated[Optional[str], typer.Option(help="Instead of a file: the human labels stored for this run.")]
+    = None,
     judge: Annotated[str, typer.Option(help="Judge model spec.")] = "llamacpp:smollm2",
     human: Annotated[Optional[list[str]], typer.Option(help="Field with a human label; repeat for each "
                                                        "annotator.")] = None,
@@ -528,10 +547,38 @@ def calibrate(
     limit: Annotated[Optional[int], typer.Option(min=1, help="Only the first N rows.")] = None,
 ) -> None:
     """Fit the `match` grader's verdict rule on human labels; use it with `exam --calibration FILE`."""
-    judge_check(path, grader="match", judge=judge, baseline="rules", calibrate=True, calibration_out=out_path,
+    judge_check(path, run=run, grader="match", judge=judge, baseline="rules", calibrate=True, calibration_out=out_path,
                 cascade=False, plot=None, question="question", reference="reference", response="response",
                 instruction="instruction", response_a="response_a", response_b="response_b", human=human,
                 match_threshold=match_threshold, limit=limit, unguarded=False, as_json=False)
+
+
+@app.command()
+@_guard
+def labels(run_id: Annotated[str, typer.Argument(help="Run id (or its unique start or ending).")],
+           out_path: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write a judge-check JSONL here.")]
+           = None, as_json: JsonOpt = False) -> None:
+    """The human labels given to a run's answers in `magister view`, with the run's own grades."""
+    from magister.labels import labelled_rows, write_labels
+    from magister.stats.agreement import kappa
+    from magister.store import Store
+
+    store = Store()
+    try:
+        rows = labelled_rows(store, run_id)
+    finally:
+        store.close()
+    if out_path is not None:
+        write_labels(rows, out_path)
+    if as_json:
+        _print_json(rows)
+        return
+    graded = [r for r in rows if r["grader_correct"] is not None]
+    agree = sum(r["human"] == r["grader_correct"] for r in graded)
+    out.print(f"{len(rows)} labelled answers in run {rows[0]['run_id']}; the grader ({rows[0]['grader']}) agrees on "
+              f"{agree} of {len(graded)}" + (f", kappa {kappa([r['grader_correct'] for r in graded], [r['human'] for r in graded]):.2f}"
+                                              if len(graded) >= 2 else "") + "."
+              + (f" Wrote {out_path}." if out_path else ""))
 
 
 @app.command()

@@ -181,3 +181,27 @@ def test_a_run_of_100000_items_pages_in_well_under_a_second(store: Store) -> Non
     start = time.perf_counter()
     found = client.get(f"/runs/{run}?format=json&wrong=1&q=text 99999").json()
     assert found["total"] == 1 and time.perf_counter() - start < 1.0
+
+
+def test_stored_labels_feed_judge_check_and_the_labels_command(client: TestClient, runs: dict[str, str],
+                                                               tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from magister.cli import app
+
+    run = runs["mock:first"]
+    for item, right in (("s0", True), ("s1", True), ("s25", False), ("s26", True), ("s27", False)):
+        client.post(f"/api/runs/{run}/labels", json={"item_id": item, "correct": right, "who": "ann"})
+    runner = CliRunner()
+    exported = runner.invoke(app, ["labels", run, "-o", str(tmp_path / "labels.jsonl"), "--json"])
+    assert exported.exit_code == 0, exported.output
+    rows = json.loads(exported.stdout)
+    assert [(r["id"], r["human"], r["grader_correct"]) for r in rows] == [
+        ("s0", True, True), ("s1", True, True), ("s25", False, False), ("s26", True, False), ("s27", False, False)]
+    assert (tmp_path / "labels.jsonl").read_text().count("\n") == 5
+    checked = runner.invoke(app, ["judge-check", "--run", run, "--grader", "exact", "--json"])
+    assert checked.exit_code == 0, checked.output
+    report = json.loads(checked.stdout)  # `exact` on the stored answers: 'negative' matches s0, s1 only
+    assert report["n"] == 5 and report["accuracy"] == pytest.approx(4 / 5)
+    nothing = runner.invoke(app, ["labels", runs["mock:last"]])
+    assert nothing.exit_code == 1 and "no human labels" in nothing.output

@@ -1,0 +1,49 @@
+"""Human labels given in `magister view` (stored with who and when), as a judge-check file.
+
+`magister labels RUN -o FILE.jsonl` writes them; `magister judge-check --run RUN` reads them
+straight from the store, so a judge (or the run's own grader) is checked, and calibrated,
+against the people who labelled that run.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from magister.errors import ConfigError
+from magister.rankings import find_run
+from magister.store import Store
+
+
+def labelled_rows(store: Store, run_id: str) -> list[dict[str, Any]]:
+    """One row per labelled answer, in exam order: question, reference, response, human (the latest label),
+    who labelled it, and the run's own grade."""
+    run = find_run(store, run_id)
+    latest: dict[str, tuple[bool, str]] = {}
+    for item, who, correct, _ in store.labels(run.id):  # oldest first: the last one stands
+        latest[item] = (correct, who)
+    if not latest:
+        raise ConfigError(f"run {run.id} has no human labels yet: label some with `magister view` (/label/{run.id})")
+    rows = []
+    for item_id, question, reference, response, correct, score in store.db.execute(
+            "SELECT a.item_id, i.input, i.reference, a.text, g.correct, g.score FROM answers a "
+            "JOIN grades g ON g.run_id = a.run_id AND g.item_id = a.item_id "
+            "JOIN items i ON i.exam_version = ? AND i.item_id = a.item_id WHERE a.run_id = ? ORDER BY a.position",
+            (run.exam_version, run.id)):
+        if item_id in latest:
+            human, who = latest[item_id]
+            rows.append({"id": item_id, "question": question, "reference": reference, "response": response,
+                         "human": human, "labelled_by": who, "run_id": run.id, "grader": run.grader,
+                         "grader_correct": None if correct is None else bool(correct), "grader_score": score})
+    return rows
+
+
+def write_labels(rows: list[dict[str, Any]], path: Path) -> Path:
+    """Write rows as JSONL through a temporary file (never half a file)."""
+    if not path.parent.is_dir():
+        raise ConfigError(f"{path.parent}: no such folder")
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    partial.replace(path)
+    return path
