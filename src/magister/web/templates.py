@@ -40,9 +40,9 @@ def stylesheet() -> str:
     return resources.files("magister.web").joinpath("static/style.css").read_text(encoding="utf-8")
 
 
-def render(name: str, **context: Any) -> str:
+def render(template: str, **context: Any) -> str:
     context.setdefault("standalone", False)
     context.setdefault("token", None)
     if context["standalone"]:
         context.setdefault("inline_css", stylesheet())
-    return environment().get_template(name).render(**context)
+    return environment().get_template(template).render(**context)
