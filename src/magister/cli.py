@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from magister.errors import MagisterError
 from magister.types import Kind
@@ -20,6 +20,20 @@ app = typer.Typer(help="Teach small language models from big ones, and prove the
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 out = Console()
 err = Console(stderr=True, soft_wrap=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"magister {version('magister')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                help="Print the version and exit.")] = False) -> None:
+    """Teach small language models from big ones, and prove the result with exams."""
 
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Model spec BACKEND:NAME (see `magister models`).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")]
@@ -219,11 +233,12 @@ def runs(exam: Annotated[Optional[str], typer.Option(help="Only runs of this exa
                       **({k: r.summary[k] for k in ("accuracy", "ci_low", "ci_high")} if r.summary else {})}
                      for r in rows])
         return
-    table = Table("run", "when", "exam", "model", "grader", "items", "accuracy (95% CI)", "status")
+    table = Table("when", "exam", "model", "grader", "items", "accuracy (95% CI)", "status")
+    table.columns.insert(0, Column("run", no_wrap=True, min_width=22))  # ids are never cut: `show` takes them whole
     for r in rows:
         score = (f"{r.summary['accuracy']:.1%} ({r.summary['ci_low']:.1%}-{r.summary['ci_high']:.1%})"
                  if r.summary else "-")
-        table.add_row(r.id, time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created_at)), r.exam_name, r.model,
+        table.add_row(r.id, time.strftime("%m-%d %H:%M", time.localtime(r.created_at)), r.exam_name, r.model,
                       r.grader, str(r.n_items), score, r.status)
     out.print(table)
 
@@ -231,43 +246,88 @@ def runs(exam: Annotated[Optional[str], typer.Option(help="Only runs of this exa
 @app.command()
 @_guard
 def show(run_id: Annotated[str, typer.Argument(help="Run id (or its unique start or ending).")],
+         wrong: Annotated[bool, typer.Option("--wrong", help="Only the items graded wrong.")] = False,
+         unparsed: Annotated[bool, typer.Option("--unparsed", help="Only answers the grader could not read.")]
+         = False,
+         label: Annotated[Optional[str], typer.Option(help="Only items with this reference.")] = None,
+         grep: Annotated[Optional[str], typer.Option(help="Only items whose question or answer contains this "
+                                                     "text (or whose id is it).")] = None,
+         page: Annotated[int, typer.Option(min=1, help="Page of the item table.")] = 1,
+         per_page: Annotated[int, typer.Option(min=1, help="Items per page.")] = 50,
          as_json: JsonOpt = False) -> None:
-    """Every item of a run: question, reference, answer, grade, and the exact request sent."""
-    from magister.rankings import find_run
+    """A run's items (paged, filtered), with the per-label breakdown and confusion matrix; --json streams
+    every matching item with its exact request."""
     from magister.store import Store
+    from magister.web import data
 
     store = Store()
-    run = find_run(store, run_id)
-    items = {i.id: i for i in store.exam(run.exam_version).items}
-    rows = store.answers(run.id)
-    if as_json:
-        _print_json({"run_id": run.id, "config": run.config, "summary": run.summary, "items": [
-            {"item": items[a.item_id].model_dump(mode="json"), "request": store.request(a.request_key).model_dump(
-                mode="json"), "answer": a.model_dump(), "grade": g.model_dump()} for a, g in rows]})
+    filters = {"wrong": wrong, "unparsed": unparsed, "label": label, "q": grep}
+    shown = data.run_page(store, run_id, page=page, per_page=per_page, **filters)
+    run_row = shown["run"]
+    if as_json:  # streamed: one page of rows in memory at a time, however big the run
+        run = store.run(run_row["run_id"])
+        print(json.dumps({"run_id": run.id, "config": run.config, "summary": _finite(run.summary),
+                          "filters": filters, "n": shown["total"]})[:-1] + ', "items": [', end="")
+        number, first = 1, True
+        while True:
+            chunk = data.run_page(store, run.id, page=number, per_page=1000, **filters)
+            for row in chunk["items"]:
+                detail = data.item_page(store, run.id, row["item_id"])
+                print(("" if first else ", ") + json.dumps(_finite({
+                    "item": detail["item"], "request": detail["request"], "answer": detail["answer"],
+                    "grade": detail["grade"]}), allow_nan=False), end="")
+                first = False
+            if number >= chunk["pages"]:
+                break
+            number += 1
+        print("]}")
         return
-    table = Table("item", "input", "reference", "answer", "read as", "ok", title=f"Run {run.id} · {run.model}")
-    for a, g in rows:
-        item = items[a.item_id]
-        table.add_row(a.item_id, item.input[:60], item.reference, a.text[:40].replace("\n", " "),
-                      g.extracted or "[red]unparsed[/]", "[green]✓[/]" if g.correct else "[red]✗[/]")
+    table = Table("item", "input", "reference", "answer", "read as", "ok", title=f"Run {run_row['run_id']} · "
+                  f"{run_row['model']} · items {(shown['page'] - 1) * per_page + 1}-"
+                  f"{(shown['page'] - 1) * per_page + len(shown['items'])} of {shown['total']}")
+    for i in shown["items"]:
+        mark = "-" if i["correct"] is None else "[green]✓[/]" if i["correct"] else "[red]✗[/]"
+        table.add_row(i["item_id"], i["input"][:160], i["reference"][:40], i["answer"][:120].replace("\n", " "),
+                      "[red]unparsed[/]" if not i["parsed"] else (i["extracted"] or ""),
+                      mark if i["correct"] is not None else f"{i['score']:.2f}")
     out.print(table)
-    if run.summary:
-        s = run.summary
-        out.print(f"accuracy {s['accuracy']:.1%} (95% CI {s['ci_low']:.1%}-{s['ci_high']:.1%}), n={s['n']}")
+    if shown["page"] < shown["pages"]:
+        out.print(f"Page {shown['page']} of {shown['pages']}: --page {shown['page'] + 1} for more; --wrong, "
+                  "--label, --grep filter.")
+    confusion = shown["confusion"]
+    if confusion:
+        matrix = Table("reference \\ answer", *confusion["columns"], "accuracy", title="Confusion matrix (all items)")
+        for row, cells, per in zip(confusion["rows"], confusion["cells"], confusion["per_label"]):
+            matrix.add_row(row, *[f"[bold]{v}[/]" if c == row else str(v) for c, v in zip(confusion["columns"], cells)],
+                           "-" if per["accuracy"] is None else f"{per['accuracy']:.1%} of {per['n']}")
+        out.print(matrix)
+    score = shown["score"]
+    if score.get("accuracy") is not None:
+        out.print(f"accuracy {score['accuracy']:.1%} (95% CI {score['ci_low']:.1%}-{score['ci_high']:.1%}), "
+                  f"{score['correct']}/{score['n']}, {score['parse_failures']} unparsed")
+    elif score["n"]:
+        out.print(f"mean score {score['mean_score']:.3f} over {score['n']} items")
 
 
 @app.command()
 @_guard
 def compare(run_a: Annotated[str, typer.Argument(help="Run id (or its unique ending).")],
             run_b: Annotated[str, typer.Argument(help="Run id to compare with, on the same items.")],
+            discordant: Annotated[int, typer.Option(min=0, help="How many of the items where they differ to "
+                                                    "list.")] = 20,
             as_json: JsonOpt = False) -> None:
     """Paired comparison of two runs on the same items: McNemar's exact test, or a paired bootstrap for scores."""
     from magister.rankings import compare_runs
     from magister.store import Store
 
-    result, a, b = compare_runs(Store(), run_a, run_b)
+    store = Store()
+    result, a, b = compare_runs(store, run_a, run_b)
     if as_json:
-        _print_json({"run_a": a.id, "run_b": b.id, "model_a": a.model, "model_b": b.model, **result.to_dict()})
+        from magister.web.data import compare_page
+
+        differ = compare_page(store, a.id, b.id, per_page=max(discordant, 1), discordant_only=True)["items"]
+        _print_json({"run_a": a.id, "run_b": b.id, "model_a": a.model, "model_b": b.model, **result.to_dict(),
+                     "discordant_items": differ[:discordant]})
         return
     table = Table(title=f"{a.model} (A) vs {b.model} (B) on {result.n} shared items", show_header=False)
     table.add_row("A", f"{result.mean_a:.1%}  run {a.id}")
@@ -277,6 +337,18 @@ def compare(run_a: Annotated[str, typer.Argument(help="Run id (or its unique end
     if result.a_only is not None:
         table.add_row("discordant items", f"{result.a_only} only A right, {result.b_only} only B right")
     out.print(table)
+    from magister.web.data import compare_page
+
+    differ = compare_page(store, a.id, b.id, per_page=discordant, discordant_only=True)
+    if differ["items"]:
+        items = Table("item", "input", "reference", "A's answer", "B's answer", title=f"Items where they differ "
+                      f"({len(differ['items'])} of {differ['total']}; --discordant N for more)")
+        for i in differ["items"]:
+            mark = lambda side: "[green]✓[/] " if side["correct"] else "[red]✗[/] "  # noqa: E731
+            items.add_row(i["item_id"], (i["input"] or "")[:70], (i["reference"] or "")[:30],
+                          mark(i["a"]) + i["a"]["answer"][:40].replace("\n", " "),
+                          mark(i["b"]) + i["b"]["answer"][:40].replace("\n", " "))
+        out.print(items)
 
 
 @app.command()
