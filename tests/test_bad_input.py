@@ -66,3 +66,49 @@ def test_a_home_that_is_a_file_or_a_damaged_database(tmp_path: Path, monkeypatch
     damaged.write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(ConfigError, match="not a Magister database, or a damaged one"):
         Store(damaged)
+
+
+def test_a_csv_header_that_names_a_column_twice(tmp_path: Path) -> None:
+    from magister.exams.load import load_exam
+
+    path = tmp_path / "exam.csv"
+    path.write_text("question,answer,answer\nWhat is 2+2?,4,5\n")
+    with pytest.raises(DataError, match=r"exam.csv:1: the header names column 'answer' twice"):
+        load_exam(path)
+
+
+def test_an_anchors_file_with_missing_keys_and_a_missing_output_folder(tmp_path: Path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from magister.cli import app
+    from magister.stats.anchors import Anchors
+
+    path = tmp_path / "anchors.json"
+    path.write_text(json.dumps({"format": "magister-anchors/1", "items": ["a"], "anchors": ["a"]}))
+    with pytest.raises(DataError, match=r"anchors.json: anchors file lacks weights"):
+        Anchors.load(path)
+    matrix = tmp_path / "m.csv"
+    matrix.write_text("item,m1,m2\nq1,1,0\nq2,0,1\n")
+    result = CliRunner().invoke(app, ["anchors", str(matrix), "-o", str(tmp_path / "no" / "anchors.json")])
+    assert result.exit_code == 1 and "does not exist" in result.output and "Fitting" not in result.output
+
+
+@pytest.mark.slow
+def test_a_damaged_saved_dataset_is_one_clear_error(tmp_path: Path) -> None:
+    datasets = pytest.importorskip("datasets")
+    from magister.exams.load import load_exam
+
+    saved = tmp_path / "saved"
+    datasets.Dataset.from_list([{"question": f"q{i}", "answer": str(i)} for i in range(50)]).save_to_disk(str(saved))
+    assert len(load_exam(saved).items) == 50
+    (saved / "state.json").write_text("{not json")
+    with pytest.raises(DataError, match="damaged saved dataset"):
+        load_exam(saved)
+    again = tmp_path / "again"
+    datasets.Dataset.from_list([{"question": f"q{i}", "answer": str(i)} for i in range(50)]).save_to_disk(str(again))
+    arrow = next(again.glob("*.arrow"))
+    arrow.write_bytes(arrow.read_bytes()[: arrow.stat().st_size // 2])
+    with pytest.raises(DataError, match="damaged saved dataset"):
+        load_exam(again)

@@ -386,6 +386,15 @@ def leaderboard(exam: Annotated[Optional[str], typer.Option(help="Rank the lates
         for r in board:
             table.add_row(str(r.rank), r.model, f"{r.rating:.0f}", f"{r.ci_low:.0f} - {r.ci_high:.0f}", str(r.battles))
         out.print(table)
+        for r in board:
+            if r.unbounded:
+                err.print(f"[yellow]warning:[/] {r.model} {'lost' if r.unbounded == 'above' else 'won or drew'} none "
+                          f"of its {r.battles} battles: its rating has no finite estimate (the shown point comes from "
+                          f"a weak prior), so its interval is open {r.unbounded}. More battles against stronger "
+                          "(or weaker) models pin it down.")
+        if anchor is not None:
+            err.print(f"{anchor} is the anchor, fixed at 1000: its interval is a point by construction, and the "
+                      "others' intervals measure them against it.")
         return
     from magister.rankings import exam_leaderboard
     from magister.store import Store
@@ -420,6 +429,8 @@ def anchors(source: Annotated[Optional[Path], typer.Argument(help="Correctness C
 
     if (source is None) == (exam is None):
         raise _fail("give exactly one of a correctness CSV or --exam NAME")
+    if not out_path.parent.is_dir():  # before the fit, not after it
+        raise _fail(f"--out {out_path}: the folder {out_path.parent} does not exist")
     if embedding not in ("correctness", "irt"):
         raise _fail(f"--embedding must be correctness or irt, not {embedding!r}")
     if source is not None:

@@ -110,3 +110,29 @@ def test_load_battles_names_line_and_field(tmp_path: Path) -> None:
         load_battles(path)
     path.write_text(json.dumps(rows[0]))
     assert load_battles(path) == [Battle("1", "x", "y", "a")]
+
+
+def test_an_undefeated_model_gets_an_open_interval_not_a_point() -> None:
+    rows = [("A", "B", "a")] * 6 + [("B", "C", "a"), ("B", "C", "b"), ("B", "C", "a"), ("A", "C", "a")]
+    board = {r.model: r for r in leaderboard(battles_from(rows), rounds=50)}
+    assert board["A"].unbounded == "above" and board["A"].ci_high == math.inf
+    assert board["A"].ci_low < board["A"].rating  # the lower end is still measured
+    assert board["C"].unbounded is None and board["B"].unbounded is None and math.isfinite(board["B"].ci_high)
+    swept = {r.model: r for r in leaderboard(battles_from([("A", "B", "a")] * 4), rounds=20)}
+    assert swept["B"].unbounded == "below" and swept["B"].ci_low == -math.inf
+
+
+def test_the_anchor_interval_is_its_point(tmp_path: Path) -> None:
+    rows = [("A", "B", "a"), ("A", "B", "b"), ("A", "B", "a"), ("B", "C", "a"), ("C", "B", "a"), ("A", "C", "b")]
+    board = {r.model: r for r in leaderboard(battles_from(rows), rounds=50, anchor="B")}
+    assert board["B"].rating == board["B"].ci_low == board["B"].ci_high == pytest.approx(1000)
+    from typer.testing import CliRunner
+
+    from magister.cli import app
+
+    path = tmp_path / "b.jsonl"
+    path.write_text("".join(json.dumps({"prompt_id": f"p{k}", "model_a": a, "model_b": b, "winner": w}) + "\n"
+                            for k, (a, b, w) in enumerate(rows + [("D", "A", "a")] * 3)))
+    result = CliRunner().invoke(app, ["leaderboard", "--battles", str(path), "--anchor", "B", "--rounds", "30"])
+    assert result.exit_code == 0 and "point by construction" in result.output
+    assert "D lost none of its 3 battles" in " ".join(result.output.split())

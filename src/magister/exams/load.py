@@ -124,6 +124,11 @@ def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
 def _read_csv(path: Path, delimiter: str) -> Iterator[tuple[int, dict[str, Any]]]:
     lines = _decode_lines(path)
     reader = csv.DictReader(io.StringIO("\n".join(lines)), delimiter=delimiter)
+    header = reader.fieldnames or []
+    repeated = sorted({name for name in header if header.count(name) > 1})
+    if repeated:
+        raise DataError(f"the header names column {repeated[0]!r} twice: rename one", path=str(path), line=1,
+                        field=repeated[0])
     for row in reader:
         if None in row:
             raise DataError("more values than header columns", path=str(path), line=reader.line_num)
@@ -167,6 +172,8 @@ def _read_hf_disk(path: Path, split: str) -> Iterator[tuple[int, dict[str, Any]]
         data = datasets.load_from_disk(str(path))
     except FileNotFoundError as err:
         raise DataError(f"not a saved Hugging Face dataset ({err})", path=str(path)) from None
+    except Exception as err:  # noqa: BLE001 - bad JSON metadata, a truncated Arrow file: pyarrow and json errors
+        raise DataError(f"a damaged saved dataset ({type(err).__name__}: {str(err)[:200]})", path=str(path)) from None
     for number, row in enumerate(_pick_split(data, split, str(path)), start=1):
         yield number, row
 

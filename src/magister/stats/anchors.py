@@ -116,7 +116,15 @@ class Anchors:
             raise DataError(f"not valid JSON ({error.msg})", path=str(path), line=error.lineno) from None
         if not isinstance(data, dict) or data.get("format") != "magister-anchors/1":
             raise DataError("not a Magister anchors file (write one with `magister anchors`)", path=str(path))
+        needed = ("items", "anchors", "weights", "discrimination", "difficulty", "models", "embedding", "lam", "cv")
+        missing = [key for key in needed if key not in data]
+        if missing:
+            raise DataError(f"anchors file lacks {', '.join(missing)} (write it with `magister anchors`)",
+                            path=str(path), field=missing[0])
         position = {item: i for i, item in enumerate(data["items"])}
+        unknown = [a for a in data["anchors"] if a not in position]
+        if unknown:
+            raise DataError(f"anchor {unknown[0]!r} is not among the file's items", path=str(path), field="anchors")
         return cls(items=data["items"], anchor_index=[position[a] for a in data["anchors"]], weights=data["weights"],
                    discrimination=np.array(data["discrimination"], dtype=float),
                    difficulty=np.array(data["difficulty"], dtype=float), models=data["models"],

@@ -53,6 +53,7 @@ class Rating:
     ci_high: float
     rank: int
     battles: int
+    unbounded: str | None = None  # "above": never lost a battle; "below": never won (or drew) one
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -81,6 +82,13 @@ class _Encoded:
         self.prompt = np.array([prompts[b.prompt_id] for b in battles])
         self.n_prompts = len(prompts)
         self.counts = np.bincount(np.concatenate([a, b_]), minlength=m)
+
+    def unbounded(self) -> list[str | None]:
+        """Per model: 'above' if it lost no battle, 'below' if it won (or drew) none, else None."""
+        m = len(self.models)
+        points = np.bincount(self.low, weights=self.score_low, minlength=m) + np.bincount(
+            self.high, weights=1.0 - self.score_low, minlength=m)
+        return ["above" if points[i] == self.counts[i] else "below" if points[i] == 0 else None for i in range(m)]
 
     def fit(self, weights: np.ndarray | None = None, start: np.ndarray | None = None) -> np.ndarray:
         """Maximum-likelihood betas (mean zero) for battles weighted by `weights`."""
@@ -141,8 +149,18 @@ def leaderboard(battles: Sequence[Battle], rounds: int = 1000, resample: Literal
     boot = to_elo(samples, enc.models, anchor)
     alpha = 1 - confidence
     low, high = np.quantile(boot, [alpha / 2, 1 - alpha / 2], axis=0)
+    # A model that never lost (or never won) has no finite maximum-likelihood rating: its point comes from the
+    # small ridge prior, and every bootstrap round repeats the same clean sweep, so the percentile interval
+    # collapses. Its open end is infinite, and flagged, instead of a falsely narrow interval.
+    unbounded = enc.unbounded()
+    low = np.where([u == "below" for u in unbounded], -np.inf, low)
+    high = np.where([u == "above" for u in unbounded], np.inf, high)
+    if anchor is not None:  # the anchor is fixed by definition: its interval is the point
+        k = enc.models.index(anchor)
+        low[k] = high[k] = ratings[k]
     rows = [Rating(model=m, rating=float(ratings[i]), ci_low=float(low[i]), ci_high=float(high[i]),
-                   rank=1 + int(np.sum(low > high[i])), battles=int(enc.counts[i])) for i, m in enumerate(enc.models)]
+                   rank=1 + int(np.sum(low > high[i])), battles=int(enc.counts[i]), unbounded=unbounded[i])
+            for i, m in enumerate(enc.models)]
     return sorted(rows, key=lambda r: -r.rating)
 
 
