@@ -254,6 +254,8 @@ def show(run_id: Annotated[str, typer.Argument(help="Run id (or its unique start
                                                      "text (or whose id is it).")] = None,
          page: Annotated[int, typer.Option(min=1, help="Page of the item table.")] = 1,
          per_page: Annotated[int, typer.Option(min=1, help="Items per page.")] = 50,
+         item: Annotated[Optional[str], typer.Option(help="One item in full: the answer, its grade, the exact "
+                                                     "request, and the judge's exact prompt and reply.")] = None,
          as_json: JsonOpt = False) -> None:
     """A run's items (paged, filtered), with the per-label breakdown and confusion matrix; --json streams
     every matching item with its exact request."""
@@ -261,6 +263,29 @@ def show(run_id: Annotated[str, typer.Argument(help="Run id (or its unique start
     from magister.web import data
 
     store = Store()
+    if item is not None:
+        detail = data.item_page(store, run_id, item)
+        if as_json:
+            _print_json(detail)
+            return
+        table = Table(title=f"Item {item} · run {detail['run']['run_id']}", show_header=False)
+        table.add_row("question", detail["item"]["input"])
+        table.add_row("reference", detail["item"]["reference"])
+        table.add_row("answer", detail["answer"]["text"])
+        g = detail["grade"]
+        table.add_row("grade", f"{g['grader']}: score {g['score']:.3f}, read as {g['extracted']!r}"
+                      + (f" ({g['rationale']})" if g["rationale"] else ""))
+        out.print(table)
+        out.print("[bold]The exact request[/]")
+        out.print_json(data=detail["request"])
+        if detail["judge"]:
+            out.print("[bold]The judge's exact request[/]")
+            if detail["judge"]["request"]:
+                out.print_json(data=detail["judge"]["request"])
+                out.print_json(data=detail["judge"]["completion"])
+            else:
+                out.print(detail["judge"]["note"])
+        return
     filters = {"wrong": wrong, "unparsed": unparsed, "label": label, "q": grep}
     shown = data.run_page(store, run_id, page=page, per_page=per_page, **filters)
     run_row = shown["run"]

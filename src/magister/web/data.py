@@ -178,7 +178,28 @@ def item_page(store: Store, run_id: str, item_id: str) -> dict[str, Any]:
             "request": json.loads(request[0]) if request else None,
             "completion": json.loads(request[1]) if request else None,
             "labels": [{"who": w, "correct": c, "at": t} for i, w, c, t in store.labels(run.id) if i == item_id],
+            "judge": judge_request(store, run, json.loads(row[0]), row[1]),
             "previous": neighbours[0], "next": neighbours[1]}
+
+
+def judge_request(store: Store, run: RunRow, item: dict[str, Any], answer: str) -> dict[str, Any] | None:
+    """The `match` judge's exact request and reply for one answer, read back from the store: the prompt is
+    rebuilt the way the grader builds it (with the defences) and found among the stored requests."""
+    if run.grader != "match":
+        return None
+    from magister.judges import prompts
+    from magister.types import Request
+
+    messages = prompts.match(item["input"], item["reference"], answer)
+    wanted = [m.model_dump() for m in messages]
+    for request, completion in store.db.execute(
+            "SELECT request, completion FROM responses WHERE instr(request, ?) > 0",
+            (json.dumps(messages[-1].content, ensure_ascii=False)[1:-1][:200],)):
+        stored = Request.model_validate_json(request)
+        if [m.model_dump() for m in stored.messages or []] == wanted:
+            return {"request": json.loads(request), "completion": json.loads(completion)}
+    return {"request": None, "note": "no judge call is stored for this answer (settled by the rules, or judged "
+                                     "before the prompt changed)"}
 
 
 def compare_page(store: Store, run_a: str, run_b: str, page: int = 1, per_page: int = PER_PAGE,
