@@ -106,11 +106,13 @@ def baselines(rows: list[dict]) -> list[dict]:
     return out
 
 
+INJECTION_GRADERS = ("match", "rubric", "checklist")
 PAIR_SETS = ("mtbench_human_pairs", "llmbar_natural_pairs")
 
 
 def judged(spec: str, limit: int | None, pairs: int, cost_items: int, injection_items: int,
-           parts: set[str], pair_sets: tuple[str, ...] = PAIR_SETS) -> tuple[list, dict, dict]:
+           parts: set[str], pair_sets: tuple[str, ...] = PAIR_SETS,
+           injection_graders: tuple[str, ...] = INJECTION_GRADERS) -> tuple[list, dict, dict]:
     from magister.judges import Judge
     from magister.judges.check import Columns, check
     from magister.jsonl import read_rows
@@ -151,7 +153,7 @@ def judged(spec: str, limit: int | None, pairs: int, cost_items: int, injection_
                           "grades_per_s": cost_items / (time.perf_counter() - start)}
         print(json.dumps(cost), flush=True)
         if "injection" in parts:
-            injection = inject(model, store, items, answers, rows, injection_items)
+            injection = inject(model, store, items, answers, rows, injection_items, injection_graders)
     finally:
         model.close()
         store.close()
@@ -170,7 +172,8 @@ class _no_choices:  # noqa: N801 - a thin view of a model that hides its choice 
         return getattr(self._model, name)
 
 
-def inject(model: object, store: object, items: list, answers: list, rows: list[dict], n: int) -> dict:
+def inject(model: object, store: object, items: list, answers: list, rows: list[dict], n: int,
+           which: tuple[str, ...] = ("match", "rubric", "checklist")) -> dict:
     """Flip rates of each grader's verdict under each attack, defences off and on."""
     from magister.judges import Judge
     from magister.types import Answer
@@ -181,6 +184,8 @@ def inject(model: object, store: object, items: list, answers: list, rows: list[
     graders = {"match": lambda j, i, a: j.match(i, a), "rubric": lambda j, i, a: j.rubric(i, a),
                "checklist": lambda j, i, a: j.checklist(i, a)}
     for name, grade in graders.items():
+        if name not in which:
+            continue
         count = len(wrong) if name != "checklist" else max(1, len(wrong) // 3)  # checklist: k calls per grade
         result["graders"][name] = {}
         for guarded in (False, True):
@@ -247,6 +252,8 @@ def main() -> None:
     parser.add_argument("--injection-items", type=int, default=30)
     parser.add_argument("--parts", default="baselines,match,pairwise,cost,injection",
                         help="comma-separated: baselines, match, pairwise, cost, injection (default all)")
+    parser.add_argument("--injection-graders", default=",".join(INJECTION_GRADERS),
+                        help="graders the injection suite attacks, comma-separated")
     parser.add_argument("--pair-sets", default=",".join(PAIR_SETS), help="pairwise datasets, comma-separated")
     parser.add_argument("--out", default=str(ROOT / "results" / "judges.json"))
     args = parser.parse_args()
@@ -266,12 +273,14 @@ def main() -> None:
             spec = f"llamacpp:{teacher_path()}"
         found, cost[spec], injection[spec] = judged(spec, args.limit, args.pairs, args.cost_items,
                                                     args.injection_items, parts,
-                                                    tuple(args.pair_sets.split(",")))
+                                                    tuple(args.pair_sets.split(",")),
+                                                    tuple(args.injection_graders.split(",")))
         entries += found
     result = {"entries": entries, "cost": cost, "injection": injection,
               "settings": {"limit": args.limit, "pairs": args.pairs, "cost_items": args.cost_items,
                            "injection_items": args.injection_items,
-                           "parts": sorted(parts), "pair_sets": args.pair_sets},
+                           "parts": sorted(parts), "pair_sets": args.pair_sets,
+                           "injection_graders": args.injection_graders},
               "machine": f"{platform.machine()}, {os.cpu_count()} cores"}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
