@@ -159,3 +159,48 @@ def test_a_bad_regex_fails_before_any_call_and_a_failed_run_resumes(store: Store
     summary = sit(exam, MockModel("mock:flaky", respond=lambda r: "negative"), store, use_choices=False,
                   progress=False)
     assert summary.run_id == failed.id and summary.resumed_items == 1 and store.run(failed.id).status == "finished"
+
+
+def test_the_same_exam_run_twice_at_once_asks_each_item_once(magister_home: Path) -> None:
+    """Two workers on one run lease batches: every item is asked once, and both print the store's final score."""
+    import threading
+
+    exam = sentiment_exam(60)
+    calls: list[str] = []
+    lock = threading.Lock()
+
+    def slow(request) -> str:  # noqa: ANN001
+        time.sleep(0.01)
+        with lock:
+            calls.append(request.messages[-1].content)
+        return "positive"
+
+    summaries = []
+
+    def worker() -> None:
+        store = Store()
+        try:
+            summaries.append(sit(exam, MockModel("mock:slow", respond=slow), store, progress=False, batch_size=4))
+        finally:
+            store.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert len(summaries) == 3 and len({s.run_id for s in summaries}) == 1
+    assert sorted(calls) == sorted(item.input for item in exam.items)  # each item asked exactly once
+    assert {(s.n, s.correct) for s in summaries} == {(60, 30)}  # one score, read from the store
+    store = Store()
+    assert store.db.execute("SELECT count(*) FROM leases").fetchone()[0] == 0
+    store.close()
+
+
+def test_a_lease_of_a_dead_worker_is_taken_over(store: Store) -> None:
+    exam = sentiment_exam(6)
+    run = store.open_run(exam, "mock:first", "auto", "fp", {})
+    dead = f"{__import__('socket').gethostname()}:999999999:x"
+    assert store.claim(run, ["s0", "s1"], dead) == ["s0", "s1"]
+    assert store.claim(run, ["s0", "s1", "s2"], "elsewhere:1:y") == ["s0", "s1", "s2"]  # pid 999999999 is gone
+    assert store.claim(run, ["s2", "s3"], "another:2:z") == ["s3"]  # a live (remote) holder keeps s2

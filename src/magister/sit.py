@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import socket
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -157,11 +160,10 @@ def sit(exam: Exam, model: Model, store: Store, *, grader: str = "auto", judge: 
     if calibration is not None:  # the file and its content: a grade traces back to the calibration
         settings["calibration"] = [str(calibration), Calibration.fingerprint(calibration)]
     fp = fingerprint(exam, model, grader, settings)
-    run_id = store.resumable_run(fp)
-    if run_id is None:
-        config = {"exam": exam.name, "exam_version": exam.version, "source": exam.source, "model": model.spec,
-                  "grader": grader, **settings, "fewshot": len(exam.fewshot), **exam_shape(exam)}
-        run_id = store.create_run(exam, model.spec, grader, len(exam.items), fp, config)
+    config = {"exam": exam.name, "exam_version": exam.version, "source": exam.source, "model": model.spec,
+              "grader": grader, **settings, "fewshot": len(exam.fewshot), **exam_shape(exam)}
+    run_id = store.open_run(exam, model.spec, grader, fp, config)
+    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"  # this worker, for item leases
     done = store.answered(run_id)
     todo = [(pos, item) for pos, item in enumerate(exam.items) if item.id not in done]
     size = batch_size or model.batch_size
@@ -175,8 +177,14 @@ def sit(exam: Exam, model: Model, store: Store, *, grader: str = "auto", judge: 
             task = bar.add_task(f"{exam.name} · {model.spec}", total=len(exam.items), completed=len(done), rate="")
             if done:
                 console.print(f"Resuming run {run_id}: {len(done)} of {len(exam.items)} items already answered.")
-            for start in range(0, len(todo), size):
-                batch = todo[start:start + size]
+            finished = 0
+            while todo:
+                batch, todo = _claim_batch(store, run_id, owner, todo, size)
+                if not batch:  # every item left is being answered by another worker: wait for it
+                    time.sleep(0.5)
+                    todo = [(pos, item) for pos, item in todo if item.id not in store.answered(run_id)]
+                    bar.update(task, completed=len(store.answered(run_id)))
+                    continue
                 requests = [build_request(item, exam, use_choices=choices) for _, item in batch]
                 keys, completions, hits = ask(model, store, requests)
                 for (_, item), c in zip(batch, completions):
@@ -194,8 +202,9 @@ def sit(exam: Exam, model: Model, store: Store, *, grader: str = "auto", judge: 
                 stats["hits"] += hits
                 stats["calls"] += len(batch) - hits
                 stats["tokens"] += sum(c.completion_tokens + c.prompt_tokens for c in completions if not c.cached)
+                store.release(run_id, owner)
                 elapsed = time.perf_counter() - started
-                finished = start + len(batch)
+                finished += len(batch)
                 bar.update(task, advance=len(batch),
                            rate=f"{finished / elapsed:.1f} items/s · {stats['tokens'] / elapsed:.0f} tok/s · "
                                 f"{stats['hits']} cached")
@@ -215,9 +224,11 @@ def sit(exam: Exam, model: Model, store: Store, *, grader: str = "auto", judge: 
             if usage.calls:  # what this invocation's fresh judge calls cost on average
                 summary.judge_tokens_saved = round(settled * tokens / usage.calls)
     except KeyboardInterrupt:  # finished batches are stored; the same command resumes
+        store.release(run_id, owner)
         store.mark_run(run_id, "interrupted")
         raise
     except Exception:
+        store.release(run_id, owner)
         store.mark_run(run_id, "failed")
         raise
     if failures:
@@ -225,6 +236,19 @@ def sit(exam: Exam, model: Model, store: Store, *, grader: str = "auto", judge: 
         summary.failed = [{"item_id": i, "error": e} for i, e in failures.items()]
     store.finish_run(run_id, summary.to_dict(), status="incomplete" if failures else "finished")
     return summary
+
+
+def _claim_batch(store: Store, run_id: str, owner: str, todo: list[tuple[int, Item]],
+                 size: int) -> tuple[list[tuple[int, Item]], list[tuple[int, Item]]]:
+    """The next batch this worker leased, and what is left to try; items other workers hold stay in the
+    list (they are asked again only if their worker dies or its lease runs out)."""
+    for start in range(0, len(todo), size):
+        window = todo[start:start + size]
+        mine = set(store.claim(run_id, [item.id for _, item in window], owner))
+        if mine:
+            batch = [(pos, item) for pos, item in window if item.id in mine]
+            return batch, todo[:start] + [(p, i) for p, i in window if i.id not in mine] + todo[start + size:]
+    return [], todo
 
 
 def repeat_agreement(grader: str, judge: Model, exam: Exam, graded: list[tuple[Answer, Grade]],

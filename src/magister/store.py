@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sqlite3
 import time
 import uuid
@@ -92,7 +93,32 @@ def _put_items(db: sqlite3.Connection, exam: Exam) -> None:
                     for k, item in enumerate(exam.items)])
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m001_initial, _m002_items_labels_teach]
+def _m003_leases(db: sqlite3.Connection) -> None:
+    """Leases: which worker is answering which item of a run, so two processes running the same exam at
+    once never ask the same item twice."""
+    _execute_all(db, """
+        CREATE TABLE leases (
+            run_id TEXT NOT NULL REFERENCES runs(id), item_id TEXT NOT NULL, owner TEXT NOT NULL,
+            expires_at REAL NOT NULL, PRIMARY KEY (run_id, item_id))
+    """)
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m001_initial, _m002_items_labels_teach, _m003_leases]
+LEASE_S = 300.0  # a worker on another machine that stops renewing loses its items after this long
+
+
+def _owner_alive(owner: str) -> bool:
+    """Whether the worker that holds a lease still runs (known only for workers on this machine)."""
+    host, _, pid = owner.partition(":")
+    if host != socket.gethostname():
+        return True
+    try:
+        os.kill(int(pid.split(":")[0]), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, ValueError):
+        return True
+    return True
 
 
 @dataclass(frozen=True)
@@ -205,6 +231,49 @@ class Store:
                 (run_id, time.time(), exam.name, exam.version, model, grader, n_items, fingerprint,
                  json.dumps(config, sort_keys=True)))
         return run_id
+
+    def open_run(self, exam: Exam, model: str, grader: str, fingerprint: str, config: dict[str, Any]) -> str:
+        """The unfinished run with this fingerprint, or a new one: decided in one write transaction, so
+        processes starting the same exam at once share one run."""
+        with self.transaction():
+            found = self.resumable_run(fingerprint)
+            if found is not None:
+                return found
+            self.put_exam(exam)
+            run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+            self.db.execute(
+                "INSERT INTO runs (id, created_at, status, exam_name, exam_version, model, grader, n_items, "
+                "fingerprint, config) VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?, ?)",
+                (run_id, time.time(), exam.name, exam.version, model, grader, len(exam.items), fingerprint,
+                 json.dumps(config, sort_keys=True)))
+            return run_id
+
+    def claim(self, run_id: str, item_ids: Sequence[str], owner: str) -> list[str]:
+        """Lease the items of a batch that no live worker holds and nobody has answered; returns them."""
+        now = time.time()
+        marks = ",".join("?" * len(item_ids))
+        with self.transaction():
+            answered = {r[0] for r in self.db.execute(
+                f"SELECT item_id FROM answers WHERE run_id = ? AND item_id IN ({marks})", (run_id, *item_ids))}
+            held = {item: (who, expires) for item, who, expires in self.db.execute(
+                f"SELECT item_id, owner, expires_at FROM leases WHERE run_id = ? AND item_id IN ({marks})",
+                (run_id, *item_ids))}
+            mine = []
+            for item in item_ids:
+                if item in answered:
+                    continue
+                who, expires = held.get(item, (owner, 0.0))
+                if who != owner and expires > now and _owner_alive(who):
+                    continue
+                mine.append(item)
+            self.db.executemany("INSERT OR REPLACE INTO leases (run_id, item_id, owner, expires_at) VALUES (?,?,?,?)",
+                                [(run_id, item, owner, now + LEASE_S) for item in mine])
+        return mine
+
+    def release(self, run_id: str, owner: str) -> None:
+        """Give back every lease this worker holds on a run (its answers are stored, or it stops)."""
+        with self.transaction():
+            self.db.execute("DELETE FROM leases WHERE run_id = ? AND owner = ?", (run_id, owner))
 
     def resumable_run(self, fingerprint: str) -> str | None:
         """The latest unfinished run (running, interrupted, failed or incomplete) with this fingerprint (same exam, model,
