@@ -78,7 +78,7 @@ def main() -> None:
     args = parser.parse_args()
 
     os.environ["MAGISTER_HOME"] = tempfile.mkdtemp(prefix="magister-bench-")
-    from llama_cpp import Llama
+    from magister.models.llamacpp import new_llama
     from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
     from magister.exams.load import load_exam, pick_fewshot
@@ -91,8 +91,8 @@ def main() -> None:
     exam.fewshot = pick_fewshot(load_exam(TREC / "train.jsonl").items, args.shots, seed=0)
     store = Store()
     model = load_model("llamacpp:smollm2")
-    plain = Llama(model_path=str(model.path), n_ctx=4096, n_threads=os.cpu_count(), n_batch=512, logits_all=False,
-                  verbose=False)
+    plain = new_llama(model_path=str(model.path), n_ctx=4096, n_threads=os.cpu_count(), n_batch=512,
+                      logits_all=False, verbose=False)  # the same llama.cpp parameters as the backend
     template = plain.metadata["tokenizer.chat_template"]
     eos = plain.detokenize([plain.token_eos()], special=True).decode()
     formatter = Jinja2ChatFormatter(template=template, eos_token=eos,

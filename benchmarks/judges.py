@@ -57,10 +57,10 @@ def cv_threshold(similarity: np.ndarray, label: np.ndarray) -> np.ndarray:
 def embeddings(texts: list[str]) -> np.ndarray:
     import llama_cpp
 
-    from magister.models.llamacpp import embedded_path
+    from magister.models.llamacpp import embedded_path, new_llama
 
-    llm = llama_cpp.Llama(model_path=str(embedded_path("smollm2")), embedding=True, n_ctx=1024, n_batch=1024,
-                          n_ubatch=1024, verbose=False, pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN)
+    llm = new_llama(model_path=str(embedded_path("smollm2")), embedding=True, n_ctx=1024, n_batch=1024,
+                    n_ubatch=1024, verbose=False, pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN)
     # embed() needs the whole text in one batch: cut at 1000 tokens
     # and an empty text makes llama_decode fail: embed "(empty)" instead
     cut = [llm.detokenize(llm.tokenize((t or "(empty)").encode(), add_bos=False)[:1000]).decode(errors="ignore")

@@ -34,7 +34,9 @@ def test_choice_scores_match_full_logits(smol) -> None:  # noqa: ANN001
     """Scores from last-position logits equal those computed from a logits_all context."""
     request = classify("I loved it.")
     [completion] = smol.generate([request])
-    reference = llama_cpp.Llama(model_path=str(smol.path), n_ctx=512, logits_all=True, verbose=False)
+    from magister.models.llamacpp import new_llama
+
+    reference = new_llama(model_path=str(smol.path), n_ctx=512, logits_all=True, verbose=False)
     prompt = reference.tokenize(smol.format(request).encode(), add_bos=False, special=True)
     for candidate, score in completion.choice_logprobs.items():
         tokens = reference.tokenize(candidate.encode(), add_bos=False)

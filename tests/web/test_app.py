@@ -181,6 +181,15 @@ def test_a_run_of_100000_items_pages_in_well_under_a_second(store: Store) -> Non
     start = time.perf_counter()
     found = client.get(f"/runs/{run}?format=json&wrong=1&q=text 99999").json()
     assert found["total"] == 1 and time.perf_counter() - start < 1.0
+    other = store.create_run(exam, "mock:last", "auto", len(exam.items), "fp2", {"kinds": ["classification"]})
+    with store.transaction():
+        store.put_answers(other, [(k, Answer(item_id=i.id, text="positive", request_key="k"),
+                                   Grade(item_id=i.id, grader="choice", score=float(k % 3 == 0), correct=k % 3 == 0,
+                                         extracted="positive")) for k, i in enumerate(exam.items)])
+    start = time.perf_counter()  # McNemar and the discordant items from SQL, the bootstrap by multinomial counts
+    compared = client.get(f"/compare/{run}/{other}?format=json&discordant=1").json()
+    assert compared["comparison"]["n"] == 100_000 and compared["total"] == 50_000
+    assert time.perf_counter() - start < 3.0
 
 
 def test_stored_labels_feed_judge_check_and_the_labels_command(client: TestClient, runs: dict[str, str],

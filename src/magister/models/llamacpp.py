@@ -94,6 +94,14 @@ def model_params_patched() -> Iterator[None]:
         lowlevel.llama_model_default_params = original
 
 
+def new_llama(**kwargs: Any) -> Any:
+    """A `llama_cpp.Llama`, built with the model parameters this CPU needs (see `model_params_patched`)."""
+    import llama_cpp
+
+    with model_params_patched():
+        return llama_cpp.Llama(**kwargs)
+
+
 def _log_softmax(logits: Any) -> Any:
     """Log-probabilities over the vocabulary from one position's logits."""
     import numpy as np
@@ -117,9 +125,8 @@ class LlamaCppModel(Model):
             raise BackendError("the llamacpp backend needs llama-cpp-python: pip install 'magister[llamacpp]'") from None
         self.path = resolve_path(spec.partition(":")[2])
         self._llama_cpp = llama_cpp
-        with model_params_patched():
-            self.llm = llama_cpp.Llama(model_path=str(self.path), n_ctx=n_ctx, n_threads=n_threads or os.cpu_count(),
-                                       n_batch=512, logits_all=False, verbose=False)
+        self.llm = new_llama(model_path=str(self.path), n_ctx=n_ctx, n_threads=n_threads or os.cpu_count(),
+                             n_batch=512, logits_all=False, verbose=False)
         template = self.llm.metadata.get("tokenizer.chat_template")
         if not template:
             raise BackendError(f"{self.path} has no chat template in its metadata")

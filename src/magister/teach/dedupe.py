@@ -25,10 +25,10 @@ def embedding_similarity() -> Callable[[str, Sequence[str]], np.ndarray]:
     """Cosine similarity of the embedded SmolLM2's mean-pooled embeddings (llama.cpp)."""
     import llama_cpp
 
-    from magister.models.llamacpp import embedded_path
+    from magister.models.llamacpp import embedded_path, new_llama
 
-    llm = llama_cpp.Llama(model_path=str(embedded_path("smollm2")), embedding=True, n_ctx=512, n_batch=512,
-                          n_ubatch=512, verbose=False, pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN)
+    llm = new_llama(model_path=str(embedded_path("smollm2")), embedding=True, n_ctx=512, n_batch=512,
+                    n_ubatch=512, verbose=False, pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN)
     memo: dict[str, np.ndarray] = {}
 
     def embed(text: str) -> np.ndarray:
