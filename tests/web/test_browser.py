@@ -25,6 +25,13 @@ XSS = '<script>window.pwned = 1</script><img src=x onerror="window.pwned = 2">'
 runner = CliRunner()
 
 
+def wait_until(condition, timeout: float = 15.0) -> None:  # noqa: ANN001
+    deadline = time.time() + timeout
+    while not condition():
+        assert time.time() < deadline, "the page did not get there in time"
+        time.sleep(0.1)
+
+
 def magister(*args: str) -> dict:
     result = runner.invoke(app, [*args, "--json"])
     assert result.exit_code == 0, result.output
@@ -112,8 +119,8 @@ def test_label_five_answers_with_the_keyboard_and_see_the_agreement(page, server
     page.keyboard.press("u")  # undo the fifth ...
     page.wait_for_timeout(300)
     page.keyboard.press("n")  # ... and label it wrong instead
-    page.wait_for_function("document.getElementById('labelled').textContent === '5'")
-    page.wait_for_function("document.querySelector('#agreement p').textContent.includes('On 5 labelled')")
+    wait_until(lambda: page.inner_text("#labelled") == "5")  # polled from Python: the page's CSP forbids eval
+    wait_until(lambda: "On 5 labelled" in page.inner_text("#agreement"))
     from magister.store import Store
 
     store = Store()
