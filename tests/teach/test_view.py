@@ -45,3 +45,6 @@ def test_teach_page_shows_rounds_examples_changes_and_the_training_data(config: 
     assert len(rows) == data["rounds"][-1]["training_examples"]
     assert [m["role"] for m in rows[0]["messages"]] == ["system", "user", "assistant"]
     assert Store().teach_runs()[0][1] == config.out.resolve()
+    examples = client.get("/teach/run?format=jsonl").text.splitlines()
+    assert len(examples) == sum(len(r["drafts"]) for r in data["rounds"])
+    assert client.get("/teach/run?format=csv&table=rounds").text.splitlines()[0].startswith("round,")

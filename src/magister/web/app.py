@@ -249,7 +249,15 @@ def create_app(store_path: Path | None = None, *, token: str | None = None, who:
         finally:
             s.close()
         context = teach_context(data.teach_page(directory, name))
-        return _page(request, "teach.html", context)
+        table = request.query_params.get("table", "examples")
+
+        def rows() -> list[dict[str, Any]]:  # ?format=csv|jsonl: every example (default) or the rounds table
+            if table == "rounds":
+                return [{k: v for k, v in r.items() if k not in ("drafts", "mined_items", "losses")}
+                        for r in context["rounds"]]
+            return [{"round": r["round"], **d} for r in context["rounds"] for d in r["drafts"]]
+
+        return _page(request, "teach.html", context, rows, f"{name}-{table}")
 
     @app.get("/teach/{name}/data.jsonl")
     def teach_download(name: str) -> Response:
