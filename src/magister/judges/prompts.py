@@ -57,8 +57,8 @@ def neutralise(text: str) -> str:
     token (what follows is aimed at the judge), and defuse any that remain."""
     text = normalise(text)
     cuts = [m.start() for m in (_CONTROL.search(text), _TAGS.search(text)) if m]
-    if cuts:
-        text = text[:min(cuts)].rstrip() + " [cut: text aimed at the grader]"
+    if cuts:  # cut silently: a note such as "[removed]" itself moved a 1.5B judge's verdicts (30% flips)
+        text = text[:min(cuts)].rstrip()
     return text
 
 
