@@ -214,3 +214,13 @@ def test_stored_labels_feed_judge_check_and_the_labels_command(client: TestClien
     assert report["n"] == 5 and report["accuracy"] == pytest.approx(4 / 5)
     nothing = runner.invoke(app, ["labels", runs["mock:last"]])
     assert nothing.exit_code == 1 and "no human labels" in nothing.output
+
+
+def test_the_label_page_draws_the_graders_reliability_against_the_labels(client: TestClient,
+                                                                         runs: dict[str, str]) -> None:
+    run = runs["mock:first"]
+    for item, right in (("s0", True), ("s1", False), ("s25", False)):
+        client.post(f"/api/runs/{run}/labels", json={"item_id": item, "correct": right})
+    curve = client.get(f"/label/{run}?format=json").json()["agreement"]["calibration_curve"]
+    assert {(round(b["mean_score"]), b["n"], round(b["human_right"], 2)) for b in curve} == {(1, 2, 0.5), (0, 1, 0.0)}
+    assert "Grader score vs your labels" in client.get(f"/label/{run}").text

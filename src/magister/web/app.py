@@ -276,6 +276,7 @@ def create_app(store_path: Path | None = None, *, token: str | None = None, who:
             context = data.label_page(s, run_id, person, sample=_int(request.query_params.get("sample"), 50))
         finally:
             s.close()
+        context["reliability_svg"] = charts.reliability(context["agreement"].get("calibration_curve", []))
         return _page(request, "label.html", context, lambda: context["queue"], f"labels-{run_id}")
 
     @app.post("/api/runs/{run_id}/labels")

@@ -76,3 +76,20 @@ def loss_curves(rounds: list[dict[str, Any]]) -> str:
                          f"round {n}</text>" for k, (n, _) in enumerate(series)))
     parts.append("</svg>")
     return "".join(parts)
+
+
+def reliability(curve: list[dict[str, Any]]) -> str:
+    """The grader's score bins against the share of answers people labelled right; the diagonal is calibrated."""
+    if not curve:
+        return ""
+    parts = _frame("Grader score vs your labels (reliability)", [(_y(v), f"{v:.0%}") for v in (0, 0.5, 1.0)],
+                   [(PAD + (WIDTH - 2 * PAD) * v, f"{v:.1f}") for v in (0, 0.5, 1.0)])
+    x = lambda v: PAD + (WIDTH - 2 * PAD) * v  # noqa: E731
+    parts.append(f'<line x1="{x(0):.1f}" y1="{_y(0):.1f}" x2="{x(1):.1f}" y2="{_y(1):.1f}" class="baseline"/>')
+    for b in curve:
+        radius = 3 + min(b["n"], 30) / 6
+        parts.append(f'<circle cx="{x(b["mean_score"]):.1f}" cy="{_y(b["human_right"]):.1f}" r="{radius:.1f}" '
+                     f'class="dot"><title>scores {b["low"]:.1f}-{b["high"]:.1f}: {b["n"]} answers, '
+                     f'{b["human_right"]:.0%} labelled right</title></circle>')
+    parts.append("</svg>")
+    return "".join(parts)

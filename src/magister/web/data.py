@@ -372,5 +372,9 @@ def label_page(store: Store, run_id: str, who: str, sample: int = 50) -> dict[st
                                   "grader_wrong_human_wrong": sum(not g and not h for h, g in zip(human, grader))}
         agreement["disagreements"] = [{"item_id": item, "human": h, "grader": bool(g)} for item, h, g in pairs
                                       if h != bool(g)]
+        from magister.judges.check import calibration_curve
+
+        scores = [grades[item][1] for item, _, _ in pairs]
+        agreement["calibration_curve"] = calibration_curve(scores, human)
     return {"run": run_row(run), "who": who, "queue": queue, "labelled": sum(r["label"] is not None for r in queue),
             "agreement": agreement}
