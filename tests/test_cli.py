@@ -87,7 +87,7 @@ def test_demo_on_the_embedded_model() -> None:
 
 
 def test_json_output_is_strict_json_and_limits_must_be_positive(tmp_path: Path) -> None:
-    from magister.cli import _finite
+    from magister.jsonl import finite as _finite
 
     assert _finite({"a": float("nan"), "b": [1.0, float("inf")], "c": "x"}) == {"a": None, "b": [1.0, None], "c": "x"}
     exam = write_jsonl(tmp_path / "e.jsonl", [{"id": str(i), "question": f"q{i}", "answer": "x"} for i in range(3)])

@@ -41,17 +41,9 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object ins
 
 def _print_json(data: object) -> None:
     """Print strict JSON: NaN and infinities (which json.dumps writes as bare NaN) become null."""
-    print(json.dumps(_finite(data), default=str, allow_nan=False))
+    from magister.jsonl import finite
 
-
-def _finite(value: object) -> object:
-    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
+    print(json.dumps(finite(data), default=str, allow_nan=False))
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
@@ -262,6 +254,8 @@ def show(run_id: Annotated[str, typer.Argument(help="Run id (or its unique start
     from magister.store import Store
     from magister.web import data
 
+    from magister.jsonl import finite
+
     store = Store()
     if item is not None:
         detail = data.item_page(store, run_id, item)
@@ -291,14 +285,14 @@ def show(run_id: Annotated[str, typer.Argument(help="Run id (or its unique start
     run_row = shown["run"]
     if as_json:  # streamed: one page of rows in memory at a time, however big the run
         run = store.run(run_row["run_id"])
-        print(json.dumps({"run_id": run.id, "config": run.config, "summary": _finite(run.summary),
+        print(json.dumps({"run_id": run.id, "config": run.config, "summary": finite(run.summary),
                           "filters": filters, "n": shown["total"]})[:-1] + ', "items": [', end="")
         number, first = 1, True
         while True:
             chunk = data.run_page(store, run.id, page=number, per_page=1000, **filters)
             for row in chunk["items"]:
                 detail = data.item_page(store, run.id, row["item_id"])
-                print(("" if first else ", ") + json.dumps(_finite({
+                print(("" if first else ", ") + json.dumps(finite({
                     "item": detail["item"], "request": detail["request"], "answer": detail["answer"],
                     "grade": detail["grade"]}), allow_nan=False), end="")
                 first = False

@@ -57,3 +57,14 @@ def read_numbered(path: str | Path, needed: Sequence[str],
 def read_rows(path: str | Path, needed: Sequence[str], limit: int | None = None) -> list[dict[str, Any]]:
     """The rows of `read_numbered`, without their line numbers."""
     return [row for _, row in read_numbered(path, needed, limit)]
+
+
+def finite(value: Any) -> Any:
+    """The value with NaN and infinities (nested in dicts and lists too) as None: strict JSON has neither."""
+    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+        return None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value

@@ -11,9 +11,9 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import secrets
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -24,6 +24,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
 from magister.errors import MagisterError
+from magister.jsonl import finite
 from magister.store import Store
 from magister.web import charts, data
 from magister.web.templates import render
@@ -35,17 +36,6 @@ class LabelIn(BaseModel):
     item_id: str
     correct: bool | None  # None takes the label back (undo)
     who: str | None = None
-
-
-def _json_safe(value: Any) -> Any:
-    """NaN and infinities become null: the JSON we serve is strict JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
 
 
 def _flat(row: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -64,7 +54,7 @@ def _table(rows: Iterable[dict[str, Any]], fmt: str, name: str) -> Response:
     """Stream rows as CSV or JSONL, as a download."""
     def jsonl() -> Iterator[str]:
         for row in rows:
-            yield json.dumps(_json_safe(row), ensure_ascii=False) + "\n"
+            yield json.dumps(finite(row), ensure_ascii=False) + "\n"
 
     def as_csv() -> Iterator[str]:
         buffer = io.StringIO()
@@ -94,7 +84,7 @@ def _page(request: Request, template: str, context: dict[str, Any], table: Calla
           name: str = "table") -> Response:
     fmt = request.query_params.get("format", "html")
     if fmt == "json":
-        return JSONResponse(_json_safe(context))
+        return JSONResponse(finite(context))
     if fmt in ("csv", "jsonl") and table is not None:
         return _table(table(), fmt, name)
     if fmt != "html":
@@ -124,8 +114,14 @@ def create_app(store_path: Path | None = None, *, token: str | None = None, who:
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     battle_files = dict(battles or {})
 
-    def store() -> Store:
-        return Store(store_path)
+    @contextmanager
+    def store() -> Iterator[Store]:
+        """A connection for one request (SQLite connections are not shared between threads)."""
+        opened = Store(store_path)
+        try:
+            yield opened
+        finally:
+            opened.close()
 
     @app.middleware("http")
     async def guard(request: Request, call_next: Callable) -> Response:
@@ -156,11 +152,8 @@ def create_app(store_path: Path | None = None, *, token: str | None = None, who:
     @app.get("/")
     def runs_page(request: Request) -> Response:
         exam, model = request.query_params.get("exam") or None, request.query_params.get("model") or None
-        s = store()
-        try:
+        with store() as s:
             context = {**data.runs(s, exam=exam, model=model), "battles": sorted(battle_files)}
-        finally:
-            s.close()
         return _page(request, "runs.html", context, lambda: context["runs"], "runs")
 
     @app.get("/runs/{run_id}")
@@ -168,15 +161,11 @@ def create_app(store_path: Path | None = None, *, token: str | None = None, who:
         q = request.query_params
         filters = {"wrong": _flag(q.get("wrong")), "unparsed": _flag(q.get("unparsed")),
                    "label": q.get("label") or None, "q": q.get("q") or None}
-        s = store()
-        try:
+        with store() as s:
             context = data.run_page(s, run_id, page=_int(q.get("page"), 1), **filters)
-        finally:
-            s.close()
 
         def every_row() -> Iterator[dict[str, Any]]:
-            rows = store()
-            try:
+            with store() as rows:
                 page = 1
                 while True:
                     chunk = data.run_page(rows, run_id, page=page, per_page=1000, **filters)
@@ -184,18 +173,13 @@ def create_app(store_path: Path | None = None, *, token: str | None = None, who:
                     if page >= chunk["pages"]:
                         return
                     page += 1
-            finally:
-                rows.close()
 
         return _page(request, "run.html", context, every_row, f"run-{context['run']['run_id']}")
 
     @app.get("/runs/{run_id}/items/{item_id:path}")
     def item_page(request: Request, run_id: str, item_id: str) -> Response:
-        s = store()
-        try:
+        with store() as s:
             context = data.item_page(s, run_id, item_id)
-        finally:
-            s.close()
         return _page(request, "item.html", context)
 
     @app.get("/compare")
@@ -209,19 +193,13 @@ def create_app(store_path: Path | None = None, *, token: str | None = None, who:
     def compare_page(request: Request, run_a: str, run_b: str) -> Response:
         q = request.query_params
         only = _flag(q.get("discordant"))
-        s = store()
-        try:
+        with store() as s:
             context = data.compare_page(s, run_a, run_b, page=_int(q.get("page"), 1), discordant_only=only)
-        finally:
-            s.close()
 
         def every_row() -> Iterator[dict[str, Any]]:
-            rows = store()
-            try:
+            with store() as rows:
                 first = data.compare_page(rows, run_a, run_b, per_page=10**9, discordant_only=only)
                 yield from first["items"]
-            finally:
-                rows.close()
 
         return _page(request, "compare.html", context, every_row, "compare")
 
@@ -234,20 +212,14 @@ def create_app(store_path: Path | None = None, *, token: str | None = None, who:
 
     @app.get("/leaderboard/{exam}")
     def leaderboard_page(request: Request, exam: str) -> Response:
-        s = store()
-        try:
+        with store() as s:
             context = data.leaderboard_page(s, exam)
-        finally:
-            s.close()
         return _page(request, "leaderboard.html", context, lambda: context["rows"], f"leaderboard-{exam}")
 
     @app.get("/teach/{name}")
     def teach_page(request: Request, name: str) -> Response:
-        s = store()
-        try:
+        with store() as s:
             directory = data.teach_dir(s, name)
-        finally:
-            s.close()
         context = teach_context(data.teach_page(directory, name))
         table = request.query_params.get("table", "examples")
 
@@ -261,35 +233,26 @@ def create_app(store_path: Path | None = None, *, token: str | None = None, who:
 
     @app.get("/teach/{name}/data.jsonl")
     def teach_download(name: str) -> Response:
-        s = store()
-        try:
+        with store() as s:
             directory = data.teach_dir(s, name)
-        finally:
-            s.close()
         return _table(data.teach_data(directory), "jsonl", f"{name}-training-data")
 
     @app.get("/label/{run_id}")
     def label_page(request: Request, run_id: str) -> Response:
         person = request.query_params.get("who") or who
-        s = store()
-        try:
+        with store() as s:
             context = data.label_page(s, run_id, person, sample=_int(request.query_params.get("sample"), 50))
-        finally:
-            s.close()
         context["reliability_svg"] = charts.reliability(context["agreement"].get("calibration_curve", []))
         return _page(request, "label.html", context, lambda: context["queue"], f"labels-{run_id}")
 
     @app.post("/api/runs/{run_id}/labels")
     def put_label(run_id: str, label: LabelIn) -> Response:
-        s = store()
-        try:
+        with store() as s:
             run = data.find_run(s, run_id)
             if not s.db.execute("SELECT 1 FROM answers WHERE run_id = ? AND item_id = ?",
                                 (run.id, label.item_id)).fetchone():
                 return JSONResponse({"error": f"run {run.id} has no item '{label.item_id}'"}, status_code=404)
             s.put_label(run.id, label.item_id, label.correct, (label.who or who).strip() or who)
-        finally:
-            s.close()
         return JSONResponse({"ok": True})
 
     return app

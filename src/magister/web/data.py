@@ -15,15 +15,12 @@ from typing import Any
 import numpy as np
 
 from magister.errors import ConfigError
+from magister.jsonl import finite
 from magister.rankings import find_run
 from magister.stats.intervals import wilson
 from magister.store import RunRow, Store
 
 PER_PAGE = 50
-
-
-def _finite(value: float | None) -> float | None:
-    return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
 
 
 def run_row(run: RunRow) -> dict[str, Any]:
@@ -225,8 +222,7 @@ def compare_page(store: Store, run_a: str, run_b: str, page: int = 1, per_page: 
               "a": {"answer": r[3], "correct": None if r[4] is None else bool(r[4]), "score": r[5]},
               "b": {"answer": r[6], "correct": None if r[7] is None else bool(r[7]), "score": r[8]},
               "discordant": bool(r[9])} for r in rows]
-    return {"a": run_row(a), "b": run_row(b), "comparison": {k: _finite(v) if isinstance(v, float) else v
-                                                             for k, v in result.to_dict().items()},
+    return {"a": run_row(a), "b": run_row(b), "comparison": finite(result.to_dict()),
             "items": items, "total": total, "page": page, "pages": max(1, math.ceil(total / per_page)),
             "per_page": per_page, "discordant_only": discordant_only}
 
@@ -365,7 +361,7 @@ def label_page(store: Store, run_id: str, who: str, sample: int = 50) -> dict[st
         if len(pairs) >= 2:
             agreement["kappa"] = kappa(grader, human)
             low, high = bootstrap_ci(kappa, grader, human, rounds=500)
-            agreement["kappa_ci"] = [_finite(low), _finite(high)]
+            agreement["kappa_ci"] = finite([low, high])
         agreement["confusion"] = {"grader_right_human_right": sum(g and h for h, g in zip(human, grader)),
                                   "grader_right_human_wrong": sum(g and not h for h, g in zip(human, grader)),
                                   "grader_wrong_human_right": sum(h and not g for h, g in zip(human, grader)),
