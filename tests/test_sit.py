@@ -176,9 +176,11 @@ def test_the_same_exam_run_twice_at_once_asks_each_item_once(magister_home: Path
         return "positive"
 
     summaries = []
+    start = threading.Barrier(3)  # at once: a worker that starts after the run finished opens a new run
 
     def worker() -> None:
         store = Store()
+        start.wait(timeout=60)
         try:
             summaries.append(sit(exam, MockModel("mock:slow", respond=slow), store, progress=False, batch_size=4))
         finally:
