@@ -222,14 +222,19 @@ class Store:
 
     def create_run(self, exam: Exam, model: str, grader: str, n_items: int, fingerprint: str,
                    config: dict[str, Any]) -> str:
-        run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
         with self.transaction():
-            self.put_exam(exam)
-            self.db.execute(
-                "INSERT INTO runs (id, created_at, status, exam_name, exam_version, model, grader, n_items, "
-                "fingerprint, config) VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?, ?)",
-                (run_id, time.time(), exam.name, exam.version, model, grader, n_items, fingerprint,
-                 json.dumps(config, sort_keys=True)))
+            return self._insert_run(exam, model, grader, n_items, fingerprint, config)
+
+    def _insert_run(self, exam: Exam, model: str, grader: str, n_items: int, fingerprint: str,
+                    config: dict[str, Any]) -> str:
+        """A new run with its exam (call inside a transaction)."""
+        run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+        self.put_exam(exam)
+        self.db.execute(
+            "INSERT INTO runs (id, created_at, status, exam_name, exam_version, model, grader, n_items, "
+            "fingerprint, config) VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?, ?)",
+            (run_id, time.time(), exam.name, exam.version, model, grader, n_items, fingerprint,
+             json.dumps(config, sort_keys=True)))
         return run_id
 
     def open_run(self, exam: Exam, model: str, grader: str, fingerprint: str, config: dict[str, Any]) -> str:
@@ -239,14 +244,7 @@ class Store:
             found = self.resumable_run(fingerprint)
             if found is not None:
                 return found
-            self.put_exam(exam)
-            run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
-            self.db.execute(
-                "INSERT INTO runs (id, created_at, status, exam_name, exam_version, model, grader, n_items, "
-                "fingerprint, config) VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?, ?)",
-                (run_id, time.time(), exam.name, exam.version, model, grader, len(exam.items), fingerprint,
-                 json.dumps(config, sort_keys=True)))
-            return run_id
+            return self._insert_run(exam, model, grader, len(exam.items), fingerprint, config)
 
     def claim(self, run_id: str, item_ids: Sequence[str], owner: str) -> list[str]:
         """Lease the items of a batch that no live worker holds and nobody has answered; returns them."""
