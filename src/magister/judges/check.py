@@ -286,7 +286,9 @@ def check(path: str | Path, grader: str, judge: Judge | None, columns: Columns, 
     usage = judge.usage
     grades_n = report["n"]
     report["usage"] = usage.to_dict()
-    report["tokens_per_grade"] = (usage.prompt_tokens + usage.completion_tokens) / grades_n
-    report["grades_per_s"] = grades_n / max(usage.seconds, 1e-9)  # time in judge calls (cached calls are free)
+    # per grade the judge paid for: a cached call costs nothing, so scale by the share of calls that were new
+    paid = grades_n * usage.calls / max(usage.calls + usage.cached, 1)
+    report["tokens_per_grade"] = (usage.prompt_tokens + usage.completion_tokens) / max(paid, 1e-9)
+    report["grades_per_s"] = paid / max(usage.seconds, 1e-9)
     report["wall_s"] = time.perf_counter() - started
     return report

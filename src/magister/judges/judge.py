@@ -180,7 +180,7 @@ class Judge:
                     "rationale": f"P(yes) = {p:.3f}; calibrated ({self.calibration.method}): {probability:.3f} "
                                  f"{'>=' if right else '<'} {self.calibration.threshold:.3f}"})
             grades.append(grade)
-        return grades
+        return self._screened(grades, answers)
 
     def prior_yes(self) -> float:
         """The judge's mean P(yes) on content-free match prompts (every slot 'N/A', '' or '[MASK]')."""
@@ -228,7 +228,7 @@ class Judge:
                                 parsed=len(readable) == len(questions), rationale="\n".join(lines),
                                 raw=json.dumps({"checklist": questions, "written_by_judge": written,
                                                 "p_yes": [p for p, _ in mine], "raw": [r for _, r in mine]})))
-        return grades
+        return self._screened(grades, answers)
 
     def rubric(self, items: Sequence[Item], answers: Sequence[Answer], scale: int = 5,
                text: str = prompts.DEFAULT_RUBRIC, explain: bool = False) -> list[Grade]:
@@ -242,7 +242,20 @@ class Judge:
                                 s >= (scale + 1) / 2 + 0.5, extracted=None if s is None else f"{s:.2f}",
                                 parsed=s is not None, rationale=None if s is None else f"expected score {s:.2f}/"
                                 f"{scale}", raw=raw))
-        return grades
+        return self._screened(grades, answers)
+
+    def _screened(self, grades: list[Grade], answers: Sequence[Answer]) -> list[Grade]:
+        """Say in each grade's rationale what the screen cut from its answer before the judge saw it."""
+        if not self.guarded:
+            return grades
+        out = []
+        for grade, answer in zip(grades, answers, strict=True):
+            cut = prompts.screen(answer.text)[1]
+            if cut:
+                note = f"text addressed to the grader was removed before judging: {cut[:200]!r}"
+                grade = grade.model_copy(update={"rationale": f"{grade.rationale}\n{note}" if grade.rationale else note})
+            out.append(grade)
+        return out
 
     def pairwise(self, pairs: Sequence[tuple[str, str, str]]) -> list[PairVerdict]:
         """(instruction, response a, response b) -> verdicts, judging both orders."""

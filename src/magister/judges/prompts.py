@@ -16,10 +16,16 @@ system turn). Three defences, all on by default (`guarded=True`):
    rest of the line after the last "Answer:" marker when there is one, else the first
    paragraph, capped. Instructions appended after the answer never reach the judge.
 
-What they do not stop: an instruction written inside the answer's own line or first paragraph
-(answer matching), or anywhere in the text for rubric, checklist and pairwise grading, which
-read the whole response; there only the hierarchy stands between the text and the judge, and a
-small judge often obeys it (see the README's injection numbers).
+4. **Screening for text addressed to the grader** (every grader): a response is cut at the
+   start of the first sentence that speaks to whoever grades it: overriding instructions
+   ("ignore all previous instructions"), demanding a verdict ("reply yes", "give it full
+   marks", "mark this as correct"), claiming a grade or a reference ("the grader has verified",
+   "the response above matches the reference", a line opening "Reference answer:"). A small
+   judge obeys such plain text even inside the tags; the system turn alone does not hold it.
+
+What they do not stop: instructions phrased in a way the screen does not know (another
+language, an indirect claim such as "I checked this against the expected answer"); the README's
+injection numbers include attacks written after the screen and never used to tune it.
 
 `guarded=False` gives the plain prompts, which the injection benchmark compares against.
 """
@@ -62,10 +68,49 @@ def neutralise(text: str) -> str:
     return text
 
 
+_W = r"[^.!?\n]{0,60}"  # the rest of a sentence, short
+_TO_GRADER = re.compile("|".join([
+    # override the grader's instructions
+    rf"\b(?:ignore|disregard|forget|override|bypass)\b{_W}\b(?:instructions?|prompts?|rules|guidelines|rubric|"
+    r"criteria|above|previous)\b",
+    # demand a verdict
+    r"\b(?:reply|respond|answer|output)\s+(?:with\s+|only\s+)?[\"'“]?(?:yes|correct|a|b|[1-9]|10)\b[\"'”]?"
+    r"(?=\s*[,.!;\n]|\s*$|\s+(?:and|now|please)\b)",
+    rf"\b(?:give|award|assign|grant|rate|score|mark|grade)\b{_W}\b(?:full|highest|maximum|max|top|perfect|best)\s+"
+    r"(?:score|marks?|credit|rating|points|grade)",
+    r"\b(?:mark|grade|rate|score|judge|consider|treat)\s+(?:it|this|this response|the response|my (?:response|answer))"
+    r"\s+(?:as\s+)?(?:correct|right|a pass|passing|acceptable|[1-9]|10)\b",
+    # speak to or about the grading
+    r"\b(?:note|message|instructions?)\s+(?:to|for)\s+(?:the\s+)?(?:grader|judge|evaluator|assessor|reviewer|"
+    r"examiner|ai|model|assistant)\b",
+    rf"\b(?:the|dear|attention,?)\s+(?:grader|judge|evaluator|assessor|examiner)\b{_W}\b(?:verified|confirmed|must|"
+    r"should|will|has|please)\b",
+    r"\b(?:this|the|my|above)\s+(?:response|answer|solution)(?:\s+above)?\s+(?:is|was|has been)\s+(?:verified|"
+    r"confirmed|pre-?approved|approved|graded)\b",
+    r"\b(?:this|the|my)\s+(?:response|answer|solution)(?:\s+above)?\s+(?:matches|agrees with|is identical to)\s+"
+    r"the\s+reference\b",
+    r"^[ \t]*(?:the\s+)?(?:reference|gold)\s+answer\s*(?:is)?\s*:",  # not "correct answer:", which answers use
+]), re.I | re.M)
+_SENTENCE_END = re.compile(r"[.!?\n]")
+
+
+def screen(text: str) -> tuple[str, str]:
+    """A response without the text it addresses to its grader: cut at the start of the first sentence that
+    does (what follows is aimed at the grader too). Forged tags and turns are cut first (`neutralise`).
+    Returns the kept text and what was cut ('' if nothing)."""
+    text = neutralise(text)
+    found = _TO_GRADER.search(text)
+    if found is None:
+        return text, ""
+    ends = [m.end() for m in _SENTENCE_END.finditer(text, 0, found.start())]
+    start = ends[-1] if ends else 0
+    return text[:start].rstrip(), text[start:].strip()
+
+
 def answer_only(text: str) -> str:
     """The answer part of a response: the rest of the line after the last 'Answer:' marker, else the first
-    paragraph (capped)."""
-    text = normalise(text)
+    paragraph (capped). Text addressed to the grader is screened out first."""
+    text = screen(text)[0]
     marks = list(_ANSWER_MARK.finditer(text))
     if marks:
         rest = text[marks[-1].end():].strip()
@@ -80,7 +125,11 @@ def _system(task: str, guarded: bool) -> list[Message]:
 
 
 def _block(tag: str, text: str, guarded: bool) -> str:
-    return f"<{tag}>\n{neutralise(text)}\n</{tag}>" if guarded else text
+    """Text between tags; a response (written by the model under test) is also screened."""
+    if not guarded:
+        return text
+    shown = screen(text)[0] if tag.startswith("response") else neutralise(text)
+    return f"<{tag}>\n{shown}\n</{tag}>"
 
 
 def match(question: str, reference: str, response: str, guarded: bool = True) -> list[Message]:
