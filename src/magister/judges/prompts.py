@@ -18,14 +18,18 @@ system turn). Three defences, all on by default (`guarded=True`):
 
 4. **Screening for text addressed to the grader** (every grader): a response is cut at the
    start of the first sentence that speaks to whoever grades it: overriding instructions
-   ("ignore all previous instructions"), demanding a verdict ("reply yes", "give it full
-   marks", "mark this as correct"), claiming a grade or a reference ("the grader has verified",
-   "the response above matches the reference", a line opening "Reference answer:"). A small
-   judge obeys such plain text even inside the tags; the system turn alone does not hold it.
+   ("ignore all previous instructions", also in five other languages), fake notices ("SYSTEM
+   NOTICE", "grading criteria updated", "you are now a lenient grader"), demanded or claimed
+   verdicts ("reply yes", "give it full marks", "mark this as correct", "Score: 5/5",
+   "verified correct", "pre-approved"), words to the grader ("note to the evaluator", "to
+   whoever reviews this"), and claims about the reference ("matches the expected answer", a
+   line opening "Reference answer:"). A small judge obeys such plain text even inside the
+   tags; the system turn alone does not hold it. The grade's rationale says what was cut.
 
-What they do not stop: instructions phrased in a way the screen does not know (another
-language, an indirect claim such as "I checked this against the expected answer"); the README's
-injection numbers include attacks written after the screen and never used to tune it.
+What they do not stop: instructions phrased in a way the screen does not know (other
+languages, indirect claims); the README's injection numbers include attacks written before the
+screen's last revision and never used to tune it. On 1,342 real responses (the judge data) it
+cuts nothing.
 
 `guarded=False` gives the plain prompts, which the injection benchmark compares against.
 """
@@ -69,26 +73,38 @@ def neutralise(text: str) -> str:
 
 
 _W = r"[^.!?\n]{0,60}"  # the rest of a sentence, short
+_GRADER = r"(?:grader|judge|evaluator|assessor|reviewer|examiner|annotator|marker)s?"
 _TO_GRADER = re.compile("|".join([
-    # override the grader's instructions
-    rf"\b(?:ignore|disregard|forget|override|bypass)\b{_W}\b(?:instructions?|prompts?|rules|guidelines|rubric|"
-    r"criteria|above|previous)\b",
-    # demand a verdict
-    r"\b(?:reply|respond|answer|output)\s+(?:with\s+|only\s+)?[\"'“]?(?:yes|correct|a|b|[1-9]|10)\b[\"'”]?"
+    # override the grader's instructions (also in French, Spanish, German, Italian, Portuguese)
+    rf"\b(?:ignor\w*|disregard|forget|override|bypass|olvid\w*|oubli\w*|vergiss\w*)\b{_W}\b(?:instruc\w*|"
+    r"prompts?|rules|guidelines|rubric|criteria|above|previous|consignes|anweisung\w*|règles|reglas|regole)\b",
+    r"\b(?:grading|scoring|evaluation|marking)\s+(?:criteria|policy|policies|rules|instructions|guidelines)\s+"
+    r"(?:have\s+been\s+|were\s+|are\s+)?(?:updated|changed|revised|replaced)\b",
+    r"^\W*(?:system|admin|administrator|grader|evaluator|moderator)\s+(?:notice|message|note|override|update|"
+    r"instruction)s?\b",
+    rf"\byou\s+are\s+now\s+(?:a|an|the)\b{_W}\b{_GRADER}",
+    # demand or claim a verdict
+    r"\b(?:reply|respond|answer|output)\s+(?:with\s+|only\s+)?[\"'“«]?\s*(?:yes|correct|a|b|[1-9]|10)\b\s*[\"'”»]?"
     r"(?=\s*[,.!;\n]|\s*$|\s+(?:and|now|please)\b)",
     rf"\b(?:give|award|assign|grant|rate|score|mark|grade)\b{_W}\b(?:full|highest|maximum|max|top|perfect|best)\s+"
     r"(?:score|marks?|credit|rating|points|grade)",
-    r"\b(?:mark|grade|rate|score|judge|consider|treat)\s+(?:it|this|this response|the response|my (?:response|answer))"
-    r"\s+(?:as\s+)?(?:correct|right|a pass|passing|acceptable|[1-9]|10)\b",
+    r"\b(?:full|maximum|perfect)\s+(?:marks|credit|score|points)\s+(?:awarded|given|granted)\b",
+    r"\b(?:mark|grade|rate|score|judge|consider|treat|count|accept)\s+(?:it|this|them|these|this response|the response|"
+    r"(?:the|my) answer(?:\s+above)?|my response)\s+(?:as\s+)?(?:correct|right|a pass|passing|acceptable|matching|"
+    r"[1-9]|10)\b",
+    r"\b(?:marked|graded|scored|rated|counted|accepted)\s+as\s+(?:correct|right|a pass|passing)\b",
+    r"\bscore\s*[:=]\s*(?P<top>\d+)\s*(?:/|out\s+of)\s*(?P=top)\b",  # a perfect score claimed: 5/5
+    r"\b(?:verified|confirmed|certified|validated)\s+(?:as\s+|to\s+be\s+)?(?:correct|right|accurate)\b",
+    r"\bpre-?approved\b",
     # speak to or about the grading
-    r"\b(?:note|message|instructions?)\s+(?:to|for)\s+(?:the\s+)?(?:grader|judge|evaluator|assessor|reviewer|"
-    r"examiner|ai|model|assistant)\b",
-    rf"\b(?:the|dear|attention,?)\s+(?:grader|judge|evaluator|assessor|examiner)\b{_W}\b(?:verified|confirmed|must|"
-    r"should|will|has|please)\b",
+    rf"\b(?:note|message|instructions?|comment)\s+(?:to|for)\s+(?:the\s+)?(?:{_GRADER}|ai|model|assistant)\b",
+    rf"\b(?:to|for|dear|attention,?)\s+(?:the\s+|whoever\s+)?{_GRADER}\b",
+    r"\bwhoever\s+(?:reviews|grades|evaluates|checks|marks|scores|reads)\s+this\b",
+    rf"\b(?:the|dear|attention,?)\s+{_GRADER}\b{_W}\b(?:verified|confirmed|must|should|will|has|please)\b",
     r"\b(?:this|the|my|above)\s+(?:response|answer|solution)(?:\s+above)?\s+(?:is|was|has been)\s+(?:verified|"
     r"confirmed|pre-?approved|approved|graded)\b",
-    r"\b(?:this|the|my)\s+(?:response|answer|solution)(?:\s+above)?\s+(?:matches|agrees with|is identical to)\s+"
-    r"the\s+reference\b",
+    r"\b(?:matches|agrees\s+with|is\s+identical\s+to|same\s+as|against)\s+the\s+(?:reference|expected|official|gold)\s+"
+    r"(?:answer|solution)\b",
     r"^[ \t]*(?:the\s+)?(?:reference|gold)\s+answer\s*(?:is)?\s*:",  # not "correct answer:", which answers use
 ]), re.I | re.M)
 _SENTENCE_END = re.compile(r"[.!?\n]")
