@@ -174,6 +174,8 @@ def judged(spec: str, limit: int | None, pairs: int, cost_items: int, injection_
     try:
         if "match" in parts:
             entries += match_entries(spec, model, store, path, columns, limit)
+        if "rubric" in parts:
+            entries += rubric_entries(spec, model, store, path, columns, limit, with_match="match" in parts)
         for name in pair_sets if "pairwise" in parts else ():
             report = check(DATA / f"{name}.jsonl", "pairwise", Judge(model, store), Columns(), limit=pairs)
             entries.append({"dataset": name, "grader": "pairwise", "judge": spec, **_pick(report)})
@@ -294,6 +296,43 @@ def match_entries(spec: str, model: object, store: object, path: Path, columns: 
     return out
 
 
+def rubric_entries(spec: str, model: object, store: object, path: Path, columns: object, limit: int | None,
+                   with_match: bool) -> list[dict]:
+    """Answer matching by the 1-5 rubric's expected score (by constrained choice): its default cut (>= 4),
+    calibrated by 5-fold cross-validation; and, when `match` ran too, a calibration over both judges' scores
+    (the match P(yes) and the rubric score, with the rules verdict and token F1), held out the same way."""
+    from magister.judges import Judge
+    from magister.judges.calibrate import features, fit
+    from magister.judges.check import _agreement, _consensus, check, labelled_answers, labelled_rows
+    from magister.graders.deterministic import rules_match
+    from magister.stats.agreement import paired_kappa_difference
+
+    report = check(path, "rubric", Judge(model, store), columns, limit=limit, baseline="rules",  # type: ignore[arg-type]
+                   calibrate=True)
+    report.pop("_calibration", None)
+    out = [{"dataset": path.stem, "grader": "rubric", "judge": spec, **_pick(report)}]
+    print(json.dumps(out[-1]), flush=True)
+    if not with_match:
+        return out
+    rows, humans = labelled_rows(path, [columns.question, columns.response, *columns.human], columns, limit)
+    items, answers = labelled_answers(rows, columns)
+    judge = Judge(model, store)  # type: ignore[arg-type]
+    p_yes = [g.score for g in judge.match(items, answers)]  # cached: the match part asked these already
+    score = [g.score for g in judge.rubric(items, answers)]
+    x = [features(i.reference, a.text, p) + features(i.reference, a.text, s)[:2]
+         for i, a, p, s in zip(items, answers, p_yes, score)]
+    fitted = fit(x, [bool(v) for v in _consensus(humans)], methods=("logistic",))
+    held = fitted.heldout["logistic"]["verdicts"]
+    base = [rules_match(i.reference, a.text) for i, a in zip(items, answers)]
+    out.append({"dataset": path.stem, "grader": "match+rubric", "judge": spec, "n": len(rows),
+                "calibrated": {"method": "logistic over P(yes), the rubric score, rules and token F1", "folds": 5,
+                               **{k: v for k, v in _agreement(held, humans).items()
+                                  if k in ("kappa", "kappa_ci", "accuracy", "human_human_kappa")}},
+                "vs_baseline": paired_kappa_difference(held, base, humans)})
+    print(json.dumps(out[-1]), flush=True)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--judge", action="append", help="judge spec; repeat for several (default: the embedded)")
@@ -301,8 +340,9 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=50, help="pairs per pairwise dataset")
     parser.add_argument("--cost-items", type=int, default=20)
     parser.add_argument("--injection-items", type=int, default=30)
-    parser.add_argument("--parts", default="baselines,screen,match,pairwise,cost,injection",
-                        help="comma-separated: baselines, screen, match, pairwise, cost, injection (default all)")
+    parser.add_argument("--parts", default="baselines,screen,match,rubric,pairwise,cost,injection",
+                        help="comma-separated: baselines, screen, match, rubric, pairwise, cost, injection "
+                             "(default all)")
     parser.add_argument("--injection-graders", default=",".join(INJECTION_GRADERS),
                         help="graders the injection suite attacks, comma-separated")
     parser.add_argument("--pair-sets", default=",".join(PAIR_SETS), help="pairwise datasets, comma-separated")

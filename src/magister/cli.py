@@ -162,7 +162,7 @@ def exam(
                                              "the backend could score the answer set.")] = False,
     anchors: Annotated[Optional[Path], typer.Option(help="Anchors file from `magister anchors`: sit only the "
                                                     "anchor items and estimate the full-exam accuracy.")] = None,
-    calibration: Annotated[Optional[Path], typer.Option(help="--grader match: verdicts from a calibration file "
+    calibration: Annotated[Optional[Path], typer.Option(help="--grader match or rubric: verdicts from a calibration file "
                                                         "(`magister calibrate`).")] = None,
     cascade: Annotated[bool, typer.Option("--cascade/--no-cascade", help="--grader match: answers the rules "
                                           "settle (the reference is in the answer) need no judge call.")] = True,
@@ -489,7 +489,7 @@ def judge_check(
     judge: Annotated[str, typer.Option(help="Judge model spec.")] = "llamacpp:smollm2",
     baseline: Annotated[Optional[str], typer.Option(help="A deterministic grader graded on the same rows, with a "
                                                     "paired bootstrap test of the kappa difference.")] = None,
-    calibrate: Annotated[bool, typer.Option("--calibrate", help="match: fit the verdict rule on the human labels "
+    calibrate: Annotated[bool, typer.Option("--calibrate", help="match, rubric: fit the verdict rule on the human labels "
                                             "(cross-validated; held-out kappa reported).")] = False,
     calibration_out: Annotated[Optional[Path], typer.Option(help="Where --calibrate saves the calibration "
                                                             "(default: next to the data, NAME.calibration.json).")]
@@ -641,6 +641,8 @@ def calibrate(
     run: Annotated[Optional[str], typer.Option(help="Instead of a file: the human labels stored for this run.")]
     = None,
     judge: Annotated[str, typer.Option(help="Judge model spec.")] = "llamacpp:smollm2",
+    grader: Annotated[str, typer.Option(help="The judged grader to calibrate: match (P(yes)) or rubric (score).")]
+    = "match",
     human: Annotated[Optional[list[str]], typer.Option(help="Field with a human label; repeat for each "
                                                        "annotator.")] = None,
     match_threshold: Annotated[Optional[float], typer.Option(help="Numeric ratings: match = rating >= this.")] = None,
@@ -648,8 +650,10 @@ def calibrate(
                                                      "NAME.calibration.json next to the data).")] = None,
     limit: Annotated[Optional[int], typer.Option(min=1, help="Only the first N rows.")] = None,
 ) -> None:
-    """Fit the `match` grader's verdict rule on human labels; use it with `exam --calibration FILE`."""
-    judge_check(path, run=run, grader="match", judge=judge, baseline="rules", calibrate=True, calibration_out=out_path,
+    """Fit the `match` (or `rubric`) grader's verdict rule on human labels; use it with `exam --calibration FILE`."""
+    if grader not in ("match", "rubric"):
+        raise _fail(f"--grader: match or rubric can be calibrated, not '{grader}'")
+    judge_check(path, run=run, grader=grader, judge=judge, baseline="rules", calibrate=True, calibration_out=out_path,
                 cascade=False, plot=None, question="question", reference="reference", response="response",
                 instruction="instruction", response_a="response_a", response_b="response_b", human=human,
                 match_threshold=match_threshold, limit=limit, unguarded=False, as_json=False)

@@ -101,15 +101,17 @@ def grader_for(name: str, judge: Model | None, store: Store, calibration: Path |
                ) -> Callable[[list[Item], list[Answer]], list[Grade]]:
     """The batch grading function for a grader name; judged graders ask `judge` through the cache.
 
-    `match` takes a calibration file (`magister calibrate`) and the cascade (the rules settle
-    what they can before the judge is asked)."""
+    `match` and `rubric` take a calibration file (`magister calibrate`); `match` also the cascade
+    (the rules settle what they can before the judge is asked)."""
     if name not in JUDGED:
         return as_batch(get_grader(name))
     if judge is None:
         raise ConfigError(f"grader '{name}' needs a judge model (--judge SPEC)")
-    if name != "match" and (calibration is not None or cascade or calibrate_choices):
-        raise ConfigError(f"calibration and the cascade apply to the 'match' grader, not '{name}'")
+    if name != "match" and (cascade or calibrate_choices):
+        raise ConfigError(f"the cascade and contextual calibration apply to the 'match' grader, not '{name}'")
     fitted = Calibration.load(calibration) if calibration is not None else None
+    if fitted is not None and fitted.grader != name:
+        raise ConfigError(f"{calibration} calibrates the '{fitted.grader}' grader, not '{name}'")
     return getattr(Judge(judge, store, calibration=fitted, cascade=cascade, calibrate_choices=calibrate_choices),
                    name)
 

@@ -145,6 +145,38 @@ def test_judge_check_calibrates_compares_with_a_baseline_and_plots(tmp_path: Pat
     assert json.loads(cascaded.stdout)["judge_share"] == pytest.approx(5 / 6)
 
 
+def harsh_rubric(request: Request) -> dict[str, float]:
+    """A rubric judge that scores a right answer about 2 of 5 and a wrong one about 1: uncalibrated, it fails
+    every answer (right needs 4 or more), though its scores separate them perfectly."""
+    text = (request.messages or [])[-1].content
+    reference = text.split("<reference>\n")[1].split("\n</reference>")[0]
+    response = text.split("<response>\n")[1].split("\n</response>")[0]
+    return {"2": 0.9, "1": 0.1} if reference.lower() in response.lower() else {"1": 0.9, "2": 0.1}
+
+
+def test_a_rubric_is_calibrated_by_a_score_cut_and_its_file_only_fits_the_rubric(tmp_path: Path,
+                                                                                 store: Store) -> None:
+    from magister.sit import grader_for
+
+    path = write_jsonl(tmp_path / "rated.jsonl", rows())
+    judge = MockModel("mock:harsh", score=harsh_rubric)
+    report = check(path, "rubric", Judge(judge, store), Columns(), calibrate=True)
+    assert report["kappa"] == pytest.approx(0.0) and report["calibration"]["kappa"] == pytest.approx(1.0)
+    fitted = report["_calibration"]
+    assert fitted.grader == "rubric" and fitted.method == "threshold"
+    data = rows(10)
+    items = [Item(id=r["id"], input=r["question"], reference=r["reference"], kind=Kind.free_form) for r in data]
+    answers = [Answer(item_id=r["id"], text=r["response"], request_key="k") for r in data]
+    grades = Judge(judge, store, calibration=fitted).rubric(items, answers)
+    assert [g.correct for g in grades] == [bool(r["human"]) for r in data]
+    assert "expected score" in (grades[0].rationale or "") and "calibrated (threshold)" in (grades[0].rationale or "")
+    out = tmp_path / "rubric.calibration.json"
+    fitted.save(out)
+    assert Calibration.load(out).grader == "rubric"
+    with pytest.raises(ConfigError, match="calibrates the 'rubric' grader, not 'match'"):
+        grader_for("match", judge, store, calibration=out)
+
+
 @pytest.mark.slow
 @pytest.mark.llamacpp
 def test_calibrating_the_embedded_judge_on_real_human_labels(store: Store) -> None:

@@ -1,10 +1,12 @@
-"""Turn a judge's P(yes) into verdicts that agree with people: calibration fitted on human labels.
+"""Turn a judge's P(yes) (or rubric score) into verdicts that agree with people: calibration fitted on
+human labels.
 
 A judge's ranking signal (how P(yes) orders the answers) is often good while its cut at 0.5 is
 not: a judge that says "yes" too rarely loses most of its agreement at that cut. From a file
 of human-labelled answers, `fit` learns, with k-fold cross-validation, two ways to decide:
 
-- `threshold`: the cut on P(yes) that maximises Cohen's kappa;
+- `threshold`: the cut on P(yes) that maximises Cohen's kappa (for `rubric`: on the normalised
+  expected score, which stands in for P(yes) everywhere below);
 - `logistic`: a small logistic regression over the judge's P(yes) (and its log-odds), the
   deterministic `rules` verdict, and token F1 between answer and reference, cut where it
   maximises kappa.
@@ -12,7 +14,7 @@ of human-labelled answers, `fit` learns, with k-fold cross-validation, two ways 
 Each held-out fold is decided by a model fitted on the other folds only, so the reported
 kappa is the held-out one, never the in-sample one (both are kept, to show the gap). The
 method with the better held-out kappa is refitted on all rows and saved as a JSON file that
-`magister exam --grader match --calibration FILE` applies; the run's config names the file
+`magister exam --grader match --calibration FILE` (or `--grader rubric`) applies; the run's config names the file
 and its hash, so a stored grade traces back to the calibration that produced it.
 """
 
@@ -83,6 +85,8 @@ class Calibration:
             raise ConfigError(f"{path}: not a calibration file from `magister calibrate` ({error})") from None
         if calibration.method not in ("threshold", "logistic"):
             raise ConfigError(f"{path}: unknown calibration method '{calibration.method}'")
+        if calibration.grader not in ("match", "rubric"):
+            raise ConfigError(f"{path}: a calibration for the '{calibration.grader}' grader; match or rubric expected")
         return calibration
 
     @staticmethod

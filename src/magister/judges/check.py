@@ -97,12 +97,17 @@ def _agreement(judge: Sequence[Any], humans: list[list[Any]], weights: str | Non
 
 def _repeat_agreement(grade: Callable[[Judge], list[Any]], judge: Judge) -> float:
     """Agreement of a second, uncached judgment with the first on a sample (backend nondeterminism)."""
-    fresh = Judge(judge.model, Store(":memory:"), guarded=judge.guarded)
+    # the same judge (defences, cascade, calibration), with an empty cache
+    fresh = Judge(judge.model, Store(":memory:"), guarded=judge.guarded, calibration=judge.calibration,
+                  cascade=judge.cascade, calibrate_choices=judge.calibrate_choices)
     try:
         first, second = grade(judge), grade(fresh)
     finally:
         fresh.store.close()
     return float(np.mean([a == b for a, b in zip(first, second)]))
+
+
+CALIBRATED = ("match", "rubric")  # graders whose score a calibration turns into verdicts
 
 
 def checklist_features(grade: Grade) -> list[float]:
@@ -172,7 +177,7 @@ def _calibrate(rows: list[dict[str, Any]], items: list[Item], grades: list[Grade
 
     x = [features(i.reference, str(r[columns.response]), g.score) for i, r, g in zip(items, rows, grades)]
     fitted = fit(x, [bool(v) for v in consensus], folds=folds)
-    fitted.judge, fitted.source = judge.model.spec, ""
+    fitted.judge, fitted.source, fitted.grader = judge.model.spec, "", grades[0].grader if grades else "match"
     held = {method: {**_agreement(r["verdicts"], humans), "in_sample_kappa_vs_consensus": r["in_sample_kappa"],
                      "heldout_kappa_vs_consensus": r["kappa"]} for method, r in fitted.heldout.items()}
     chosen = fitted.heldout[fitted.method]["verdicts"]
@@ -219,7 +224,7 @@ def check(path: str | Path, grader: str, judge: Judge | None, columns: Columns, 
     """Grade a human-labelled file with the judge (or a deterministic grader) and report the agreement.
 
     `baseline`: a deterministic grader graded on the same rows, with a paired bootstrap test of the
-    kappa difference. `calibrate` (match): fit a calibration with `folds`-fold cross-validation and
+    kappa difference. `calibrate` (match, rubric): fit a calibration with `folds`-fold cross-validation and
     report its held-out agreement (`report["calibration"]`, and the fitted object under "_calibration").
     """
     started = time.perf_counter()
@@ -258,8 +263,8 @@ def check(path: str | Path, grader: str, judge: Judge | None, columns: Columns, 
         if grader == "match" and judge.cascade:
             report["judge_share"] = judge.usage.judged / max(len(rows), 1)
         if calibrate:
-            if grader != "match":
-                raise ConfigError("--calibrate fits the 'match' grader's verdicts")
+            if grader not in CALIBRATED:
+                raise ConfigError(f"--calibrate fits the verdicts of {' and '.join(CALIBRATED)}, not '{grader}'")
             report.update(_calibrate(rows, items, grades, humans, consensus, columns, folds, judge))
         if baseline is not None:
             base = [bool(GRADERS[baseline](i, a).correct) for i, a in zip(items, answers)]

@@ -87,7 +87,7 @@ class Judge:
     store: Store
     guarded: bool = True
     usage: Usage = field(default_factory=Usage)
-    calibration: Calibration | None = None  # `match`: verdicts from a fitted calibration, not P(yes) >= 0.5
+    calibration: Calibration | None = None  # `match`, `rubric`: verdicts from a fitted calibration
     cascade: bool = False  # `match`: answers the deterministic rules accept are right without a judge call
     calibrate_choices: bool = False  # `match`: divide out the judge's content-free P(yes) (magister.contextual)
     _prior_yes: float | None = None
@@ -174,13 +174,18 @@ class Judge:
                 p = _divide_prior(p, self.prior_yes())
             grade = _yes_grade(item, "match", p, raw)
             if self.calibration is not None and p is not None:
-                right, probability = self.calibration.decide(features(item.reference, answer.text, p))
-                grade = grade.model_copy(update={
-                    "score": probability, "correct": right, "extracted": "yes" if right else "no",
-                    "rationale": f"P(yes) = {p:.3f}; calibrated ({self.calibration.method}): {probability:.3f} "
-                                 f"{'>=' if right else '<'} {self.calibration.threshold:.3f}"})
+                grade = self._calibrated(grade, item, answer, p, f"P(yes) = {p:.3f}")
             grades.append(grade)
         return self._screened(grades, answers)
+
+    def _calibrated(self, grade: Grade, item: Item, answer: Answer, p: float, said: str) -> Grade:
+        """The grade with the calibration's verdict: its probability as the score, right when over its cut."""
+        assert self.calibration is not None
+        right, probability = self.calibration.decide(features(item.reference, answer.text, p))
+        return grade.model_copy(update={
+            "score": probability, "correct": right, "extracted": "yes" if right else "no",
+            "rationale": f"{said}; calibrated ({self.calibration.method}): {probability:.3f} "
+                         f"{'>=' if right else '<'} {self.calibration.threshold:.3f}"})
 
     def prior_yes(self) -> float:
         """The judge's mean P(yes) on content-free match prompts (every slot 'N/A', '' or '[MASK]')."""
@@ -235,13 +240,16 @@ class Judge:
         scores = self.scores([prompts.rubric(i.input, i.reference or None, a.text, scale, text, self.guarded, explain)
                               for i, a in zip(items, answers, strict=True)], scale, explain)
         grades = []
-        for item, (s, raw) in zip(items, scores):
+        for item, answer, (s, raw) in zip(items, answers, scores):
             norm = 0.0 if s is None else (s - 1) / (scale - 1)
             # right = at least half a point above the scale's midpoint (4 and 5 of 5)
-            grades.append(Grade(item_id=item.id, grader="rubric", score=norm, correct=None if s is None else
-                                s >= (scale + 1) / 2 + 0.5, extracted=None if s is None else f"{s:.2f}",
-                                parsed=s is not None, rationale=None if s is None else f"expected score {s:.2f}/"
-                                f"{scale}", raw=raw))
+            grade = Grade(item_id=item.id, grader="rubric", score=norm, correct=None if s is None else
+                          s >= (scale + 1) / 2 + 0.5, extracted=None if s is None else f"{s:.2f}",
+                          parsed=s is not None, rationale=None if s is None else f"expected score {s:.2f}/{scale}",
+                          raw=raw)
+            if self.calibration is not None and s is not None:
+                grade = self._calibrated(grade, item, answer, norm, f"expected score {s:.2f}/{scale}")
+            grades.append(grade)
         return self._screened(grades, answers)
 
     def _screened(self, grades: list[Grade], answers: Sequence[Answer]) -> list[Grade]:
