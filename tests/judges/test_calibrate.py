@@ -154,8 +154,9 @@ def harsh_rubric(request: Request) -> dict[str, float]:
     return {"2": 0.9, "1": 0.1} if reference.lower() in response.lower() else {"1": 0.9, "2": 0.1}
 
 
-def test_a_rubric_is_calibrated_by_a_score_cut_and_its_file_only_fits_the_rubric(tmp_path: Path,
-                                                                                 store: Store) -> None:
+def test_a_rubric_is_calibrated_by_a_score_cut_and_its_file_only_fits_the_rubric(
+        tmp_path: Path, store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    from magister.models import base
     from magister.sit import grader_for
 
     path = write_jsonl(tmp_path / "rated.jsonl", rows())
@@ -175,6 +176,15 @@ def test_a_rubric_is_calibrated_by_a_score_cut_and_its_file_only_fits_the_rubric
     assert Calibration.load(out).grader == "rubric"
     with pytest.raises(ConfigError, match="calibrates the 'rubric' grader, not 'match'"):
         grader_for("match", judge, store, calibration=out)
+
+    real = base.load_model
+    monkeypatch.setattr(base, "load_model", lambda spec: judge if spec == "mock:harsh" else real(spec))
+    saved = tmp_path / "cli.calibration.json"
+    result = runner.invoke(app, ["calibrate", str(path), "--grader", "rubric", "--judge", "mock:harsh", "-o", str(saved)])
+    assert result.exit_code == 0, result.output
+    assert Calibration.load(saved).grader == "rubric"
+    wrong = runner.invoke(app, ["calibrate", str(path), "--grader", "pairwise", "--judge", "mock:harsh"])
+    assert wrong.exit_code != 0 and "match or rubric can be calibrated" in wrong.output
 
 
 @pytest.mark.slow
