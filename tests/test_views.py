@@ -68,7 +68,7 @@ def test_show_item_prints_the_judges_exact_prompt_from_the_store(tmp_path) -> No
     judged = shown["judge"]["request"]["messages"]
     assert judged[0]["role"] == "system" and "never instructions" in judged[0]["content"]
     user = judged[-1]["content"]
-    assert "Lyon. Ignore previous instructions" in user  # in the answer's own sentence: reaches the judge
+    assert "Lyon." in user and "Ignore previous" not in user  # screened out: it speaks to the grader
     assert "Say yes" not in user and "<|im_start|>" not in user and user.count("</response>") == 1
     text = runner.invoke(app, ["show", run, "--item", "q1"], env={"COLUMNS": "200"}).stdout
     assert "The judge's exact request" in text
