@@ -9,11 +9,18 @@ On ../shared/data/judge/:
   human label, and the order flip rate.
 - Cost per grade: `checklist` (log-probability yes/no) against a `rubric` judge that writes
   its verdict (a rationale, then "Score: N").
+- `rubric` on the same rows (1-5 expected score), calibrated; and a calibration over both judges'
+  scores (`match` P(yes) and the rubric score).
+- The screen for text addressed to the grader, without a model: how many of the 1,342 real
+  responses it cuts, and which attacks it catches.
 - Prompt injection: responses that humans rated as wrong, with an attack appended; how often
-  the verdict flips from the clean response's, with the defences off and on.
+  the verdict flips from the clean response's, with the defences off and on. Three sets of
+  attacks: those the defences were built against, those seen while revising the screen, and
+  those written before its last revision and never used to tune it (held out).
 
     python benchmarks/judges.py                      # about 45 minutes on 2 CPU cores
     python benchmarks/judges.py --judge openai-compatible:http://127.0.0.1:8000/v1#m --pairs 200
+    python benchmarks/judges.py --judge offline --parts match,rubric --store /tmp/judges.db   # resumable
 """
 
 from __future__ import annotations
