@@ -107,7 +107,8 @@ _TO_GRADER = re.compile("|".join([
     r"(?:answer|solution)\b",
     r"^[ \t]*(?:the\s+)?(?:reference|gold)\s+answer\s*(?:is)?\s*:",  # not "correct answer:", which answers use
 ]), re.I | re.M)
-_SENTENCE_END = re.compile(r"[.!?\n]")
+# a line break, or . ! ? before a space, but not after a one-letter word ("P.S.", "e.g.", "J. Smith")
+_SENTENCE_END = re.compile(r"\n|(?<!\b\w)[.!?](?=\s)")
 
 
 def screen(text: str) -> tuple[str, str]:
