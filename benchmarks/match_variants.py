@@ -9,15 +9,20 @@ On ../shared/data/judge/answer_matching_mmlu_pro.jsonl (match = mean human ratin
   whose system turn also says that numbers agreeing to the reference's precision count as the
   same and that a reason given in the reference must be given too; raw (P(yes) >= 0.5) and
   calibrated (held out) kappa on the first `--rows` rows.
+- `fewshot` (the 1.5B judge, about 6 minutes for 200 rows): the match prompt after `--shots`
+  worked examples as earlier chat turns (half right, half wrong by the humans, drawn at random
+  from rows 600 on, which the evaluation never reaches), so the examples are a cached prefix.
 
     python benchmarks/match_variants.py --part features
     python benchmarks/match_variants.py --part prompt --rows 200 --store /tmp/judges.db
+    python benchmarks/match_variants.py --part fewshot --rows 200 --shots 8 --store /tmp/judges.db
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import random
 import re
 import sys
 from pathlib import Path
@@ -66,7 +71,8 @@ def feature_kappas(rows: list[dict], humans: list[list[bool]], y: np.ndarray) ->
     return out
 
 
-def prompt_kappas(rows: list[dict], humans: list[list[bool]], y: np.ndarray, store_path: str | None) -> dict:
+def prompt_kappas(rows: list[dict], humans: list[list[bool]], y: np.ndarray, store_path: str | None,
+                  shots: int = 0, pool: list[dict] | None = None) -> dict:
     import tempfile
 
     from magister.judges import Judge, prompts
@@ -83,15 +89,32 @@ def prompt_kappas(rows: list[dict], humans: list[list[bool]], y: np.ndarray, sto
     store = Store(Path(store_path) if store_path else Path(tempfile.mkdtemp()) / "judges.db")
     judge = Judge(model, store)
 
+    def right(r: dict) -> bool:
+        return (r["human_1"] + r["human_2"]) / 2 >= 4
+
     def strict(r: dict) -> list[Message]:
         user = prompts.match(r["question"], r["reference"], r["response"])[1]
         return [Message(role="system", content=f"{STRICT} {prompts.HIERARCHY}"), user]
 
+    rng = random.Random(0)
+    examples = (rng.sample([r for r in pool or [] if right(r)], shots // 2) +
+                rng.sample([r for r in pool or [] if (r["human_1"] + r["human_2"]) / 2 < 3], shots // 2))
+    rng.shuffle(examples)
+
+    def few(r: dict) -> list[Message]:
+        system, user = prompts.match(r["question"], r["reference"], r["response"])
+        turns = [system]
+        for e in examples:
+            turns += [prompts.match(e["question"], e["reference"], e["response"])[1],
+                      Message(role="assistant", content="yes" if right(e) else "no")]
+        return [*turns, user]
+
     ours = [p for p, _ in judge.yes_probabilities([prompts.match(r["question"], r["reference"], r["response"])
                                                    for r in rows])]
-    stricter = [p for p, _ in judge.yes_probabilities([strict(r) for r in rows])]
+    other = ("strict", strict) if not shots else (f"{shots}_shot", few)
+    variant = [p for p, _ in judge.yes_probabilities([other[1](r) for r in rows])]
     out = {}
-    for name, p in (("magister", ours), ("strict", stricter)):
+    for name, p in (("magister", ours), (other[0], variant)):
         p = [0.5 if v is None else v for v in p]
         x = np.array([features(r["reference"], r["response"], v) for r, v in zip(rows, p)])
         out[name] = {"raw": _agreement([v >= 0.5 for v in p], humans)["kappa"],
@@ -103,14 +126,22 @@ def prompt_kappas(rows: list[dict], humans: list[list[bool]], y: np.ndarray, sto
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--part", choices=("features", "prompt"), default="features")
+    parser.add_argument("--part", choices=("features", "prompt", "fewshot"), default="features")
+    parser.add_argument("--shots", type=int, default=8, help="fewshot: worked examples (half right, half wrong)")
     parser.add_argument("--rows", type=int, default=None, help="only the first N rows")
     parser.add_argument("--store", help="a store to cache the judge's calls in (resumable)")
     args = parser.parse_args()
-    rows = [json.loads(line) for line in PATH.open()][:args.rows]
+    every = [json.loads(line) for line in PATH.open()]
+    rows = every[:min(args.rows or 600, 600)]  # rows 600 on are the few-shot pool
     humans = [[r["human_1"] >= 4 for r in rows], [r["human_2"] >= 4 for r in rows]]
     y = np.array([(r["human_1"] + r["human_2"]) / 2 >= 4 for r in rows])
-    result = feature_kappas(rows, humans, y) if args.part == "features" else prompt_kappas(rows, humans, y, args.store)
+    if args.part == "features":
+        rows = every[:args.rows]
+        humans = [[r["human_1"] >= 4 for r in rows], [r["human_2"] >= 4 for r in rows]]
+        y = np.array([(r["human_1"] + r["human_2"]) / 2 >= 4 for r in rows])
+        result = feature_kappas(rows, humans, y)
+    else:
+        result = prompt_kappas(rows, humans, y, args.store, args.shots if args.part == "fewshot" else 0, every[600:])
     print(json.dumps({"part": args.part, "rows": len(rows), **result}, indent=1))
 
 
