@@ -26,6 +26,7 @@ from magister.cache import ask
 from magister.errors import ConfigError
 from magister.exams.prompt import build_request
 from magister.graders import as_batch, get_grader
+from magister.judges import prompts
 from magister.judges.judge import JUDGED, Judge
 from magister.models.base import Model
 from magister.stats import mean_ci, wilson
@@ -112,6 +113,9 @@ def grader_for(name: str, judge: Model | None, store: Store, calibration: Path |
     fitted = Calibration.load(calibration) if calibration is not None else None
     if fitted is not None and fitted.grader != name:
         raise ConfigError(f"{calibration} calibrates the '{fitted.grader}' grader, not '{name}'")
+    if fitted is not None and fitted.prompt and fitted.prompt != prompts.version(name):
+        raise ConfigError(f"{calibration} was fitted on another version of the '{name}' judge prompt "
+                          f"({fitted.prompt}, now {prompts.version(name)}): refit it with `magister calibrate`")
     return getattr(Judge(judge, store, calibration=fitted, cascade=cascade, calibrate_choices=calibrate_choices),
                    name)
 

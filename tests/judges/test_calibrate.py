@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from helpers import write_jsonl
 from magister.cli import app
 from magister.errors import ConfigError
-from magister.judges import Judge
+from magister.judges import Judge, prompts
 from magister.judges.calibrate import Calibration, features, fit
 from magister.judges.check import Columns, check
 from magister.models.mock import MockModel
@@ -176,6 +176,12 @@ def test_a_rubric_is_calibrated_by_a_score_cut_and_its_file_only_fits_the_rubric
     assert Calibration.load(out).grader == "rubric"
     with pytest.raises(ConfigError, match="calibrates the 'rubric' grader, not 'match'"):
         grader_for("match", judge, store, calibration=out)
+    assert Calibration.load(out).prompt == prompts.version("rubric") != prompts.version("match")
+    grader_for("rubric", judge, store, calibration=out)  # the prompt it was fitted on: accepted
+    stale = json.loads(out.read_text()) | {"prompt": "0123456789ab"}
+    (tmp_path / "stale.json").write_text(json.dumps(stale))
+    with pytest.raises(ConfigError, match="another version of the 'rubric' judge prompt"):
+        grader_for("rubric", judge, store, calibration=tmp_path / "stale.json")
 
     real = base.load_model
     monkeypatch.setattr(base, "load_model", lambda spec: judge if spec == "mock:harsh" else real(spec))

@@ -52,6 +52,7 @@ class Calibration:
     intercept: float = 0.0
     features: list[str] = field(default_factory=lambda: list(FEATURES))
     grader: str = "match"
+    prompt: str = ""  # `prompts.version(grader)` when fitted ("" in files from before it was recorded)
     judge: str = ""
     source: str = ""
     n: int = 0

@@ -20,6 +20,7 @@ import numpy as np
 
 from magister.errors import ConfigError, DataError
 from magister.jsonl import read_numbered
+from magister.judges import prompts
 from magister.judges.judge import Judge, position_bias
 from magister.graders.deterministic import GRADERS
 from magister.stats.agreement import alt_test, bootstrap_ci, correlations, kappa, paired_kappa_difference
@@ -178,6 +179,7 @@ def _calibrate(rows: list[dict[str, Any]], items: list[Item], grades: list[Grade
     x = [features(i.reference, str(r[columns.response]), g.score) for i, r, g in zip(items, rows, grades)]
     fitted = fit(x, [bool(v) for v in consensus], folds=folds)
     fitted.judge, fitted.source, fitted.grader = judge.model.spec, "", grades[0].grader if grades else "match"
+    fitted.prompt = prompts.version(fitted.grader, judge.guarded)
     held = {method: {**_agreement(r["verdicts"], humans), "in_sample_kappa_vs_consensus": r["in_sample_kappa"],
                      "heldout_kappa_vs_consensus": r["kappa"]} for method, r in fitted.heldout.items()}
     chosen = fitted.heldout[fitted.method]["verdicts"]

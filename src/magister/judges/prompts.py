@@ -36,6 +36,8 @@ cuts nothing.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import unicodedata
 
@@ -199,3 +201,14 @@ def pairwise(instruction: str, first: str, second: str, guarded: bool = True) ->
             f"Response B:\n{_block('response_b', second, guarded)}\n\n"
             "Which response is better? Reply A or B.")
     return [*_system(task, guarded), Message(role="user", content=user)]
+
+
+def version(grader: str, guarded: bool = True) -> str:
+    """A short hash of what a judged grader asks (its system turn and template), for calibration files: a
+    calibration fitted on one prompt's scores does not hold for another's."""
+    slots = {"match": lambda: match("{question}", "{reference}", "{response}", guarded),
+             "rubric": lambda: rubric("{question}", "{reference}", "{response}", 5, DEFAULT_RUBRIC, guarded),
+             "checklist": lambda: checklist_question("{question}", "{response}", "{criterion}", guarded),
+             "pairwise": lambda: pairwise("{instruction}", "{a}", "{b}", guarded)}
+    rendered = json.dumps([m.model_dump() for m in slots[grader]()], sort_keys=True)
+    return hashlib.sha256(rendered.encode()).hexdigest()[:12]
