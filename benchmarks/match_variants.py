@@ -15,6 +15,7 @@ On ../shared/data/judge/answer_matching_mmlu_pro.jsonl (match = mean human ratin
 
     python benchmarks/match_variants.py --part features
     python benchmarks/match_variants.py --part prompt --rows 200 --store /tmp/judges.db
+    python benchmarks/match_variants.py --part prompt --start 200 --rows 600 --store /tmp/judges.db
     python benchmarks/match_variants.py --part fewshot --rows 200 --shots 8 --store /tmp/judges.db
 """
 
@@ -129,10 +130,12 @@ def main() -> None:
     parser.add_argument("--part", choices=("features", "prompt", "fewshot"), default="features")
     parser.add_argument("--shots", type=int, default=8, help="fewshot: worked examples (half right, half wrong)")
     parser.add_argument("--rows", type=int, default=None, help="only the first N rows")
+    parser.add_argument("--start", type=int, default=0, help="prompt, fewshot: skip the first N rows (a check on "
+                                                              "rows a variant was not chosen on)")
     parser.add_argument("--store", help="a store to cache the judge's calls in (resumable)")
     args = parser.parse_args()
     every = [json.loads(line) for line in PATH.open()]
-    rows = every[:min(args.rows or 600, 600)]  # rows 600 on are the few-shot pool
+    rows = every[args.start:min(args.rows or 600, 600)]  # rows 600 on are the few-shot pool
     humans = [[r["human_1"] >= 4 for r in rows], [r["human_2"] >= 4 for r in rows]]
     y = np.array([(r["human_1"] + r["human_2"]) / 2 >= 4 for r in rows])
     if args.part == "features":
@@ -142,7 +145,7 @@ def main() -> None:
         result = feature_kappas(rows, humans, y)
     else:
         result = prompt_kappas(rows, humans, y, args.store, args.shots if args.part == "fewshot" else 0, every[600:])
-    print(json.dumps({"part": args.part, "rows": len(rows), **result}, indent=1))
+    print(json.dumps({"part": args.part, "rows": len(rows), "start": args.start, **result}, indent=1))
 
 
 if __name__ == "__main__":
