@@ -1,26 +1,28 @@
-"""Benchmark: does teaching work? SmolLM2-135M-Instruct learns TREC question types from 100 examples.
+"""Benchmark: does teaching work? SmolLM2-135M-Instruct learns TREC (or SST-2) from 100 labelled examples.
 
-On ../shared/data/trec/: a class-balanced seed of 100 examples drawn with random.Random(0) from
-train.jsonl, and the 500-item test.jsonl as the held-out exam (constrained choice over the 6
-labels). The teacher is Qwen2.5-Coder-1.5B-Instruct (Q4_K_M, fetched and verified by
-benchmarks/offline_teacher.py; --teacher overrides). Arms, with the same training seeds:
+On ../shared/data/trec/ (`--task sst2`: ../shared/data/sst2/): a class-balanced seed of 100 examples
+drawn with random.Random(0) from train.jsonl, and the test set (TREC's 500 items; SST-2's first 500
+with --exam-limit) as the held-out exam (constrained choice over the labels). The teacher is
+Qwen2.5-Coder-1.5B-Instruct (Q4_K_M, fetched and verified by benchmarks/offline_teacher.py; --teacher
+overrides). Arms, with the same training seeds:
 
   (a) zero_shot        the untrained student
   (b) seed_only        LoRA fine-tuned on the seed alone (round 0 of every teaching arm)
-  (c) llm2llm          vanilla LLM2LLM: the student sits its seed items, `similar` on the missed
-                       ones, wrong answer hidden, no dedupe, no verification
-  (d) magister         probe mining: the teacher writes a fresh probe exam, the student sits it; the
-                       probe items it missed, and its least certain right answers up to a quarter of
-                       the probe (near misses, with the runner-up label as the "wrong" answer), are
-                       kept, and `similar` and `new` examples are written from them, the wrong
-                       answer shown, ROUGE-L dedupe, verification by the teacher
-  (e) untargeted       the same number of teacher-written examples as (d) for that seed, written and
-                       verified the same way (`magister write`, the calls of (d)'s probe), balanced
-                       over the labels, not conditioned on the student's errors: (d) vs (e) tests
-                       targeting, not more data
+  (c) llm2llm          vanilla LLM2LLM: the student sits its seed items in-sample, `similar` on the
+                       missed ones, wrong answer hidden, no dedupe, no verification, the last round kept
+  (d) magister         the default: out-of-fold mining (k fold students, each trained without one fold
+                       of the seed, sit that fold: errors against human labels), `contrast` (inputs of the
+                       human label a reader could mistake for the student's answer), contamination and
+                       ROUGE-L dedupe, a verifier that must beat the out-of-fold student or only vetoes,
+                       the round chosen by the dev score (out-of-fold accuracy), never by the exam
+  (e) untargeted       as many teacher-written examples as (d) kept for that seed, balanced over the
+                       labels, written and verified the same way (same gate), not conditioned on errors
+  ablations (--arms):  ablate_probe   (d) with probe mining instead of folds
+                       ablate_similar (d) with `similar` instead of `contrast`
+                       ablate_gate    (d) with the old gate (the verifier need only beat the most
+                                      common label)
   (f) teacher_fewshot  the teacher itself with 12 worked examples from the seed
-  (g) full_data        the student fine-tuned on all 5,452 labelled TREC training items (one seed,
-                       --full-epochs epochs): what distillation could reach
+  (g) full_data        the student fine-tuned on all labelled training items (one seed, --full-epochs)
 
 Training noise is as large as the effects: every trained arm runs with --seeds training seeds, its
 accuracy is the mean over them, and intervals and paired tests come from the two-way (training seed
@@ -28,8 +30,9 @@ x item) analysis of magister.stats.runs. Every teacher call goes through one res
 work dir's bench.db) and every stage writes its result to the work dir, so a rerun with the same
 --work repeats nothing that finished.
 
-    python benchmarks/teach_trec.py --work /tmp/tt            # the whole benchmark
-    python benchmarks/teach_trec.py --quick --work /tmp/tq    # 1 seed, 100 test items, small probe
+    python benchmarks/teach_trec.py --work /tmp/tt                      # TREC, the main arms
+    python benchmarks/teach_trec.py --task sst2 --exam-limit 500 --work /tmp/ts
+    python benchmarks/teach_trec.py --quick --work /tmp/tq              # 1 seed, 100 test items
 """
 
 from __future__ import annotations
@@ -57,12 +60,16 @@ from magister.stats.paired import compare  # noqa: E402
 from magister.stats.runs import compare_runs, runs_interval  # noqa: E402
 from magister.store import Store  # noqa: E402
 from magister.teach import Teach, TeachConfig, TrainConfig  # noqa: E402
+from magister.teach.loop import choose_round  # noqa: E402
 from magister.teach.seeds import grid  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
-DATA = ROOT.parent.parent / "shared" / "data" / "trec"
-MAGISTER_STRATEGIES = ["similar", "new"]
-TRAINED = ("seed_only", "llm2llm", "magister", "untargeted")
+SHARED = ROOT.parent.parent / "shared" / "data"
+DATA = SHARED / "trec"
+TRAINED = ("seed_only", "llm2llm", "magister", "untargeted", "ablate_probe", "ablate_similar", "ablate_gate")
+MAIN_ARMS = ("zero_shot", "seed_only", "llm2llm", "magister", "untargeted", "teacher_fewshot")
+ABLATIONS = {"ablate_probe": {"mine": "probe"}, "ablate_similar": {"strategies": ["similar"]},
+             "ablate_gate": {"verify_gate": "majority"}}
 
 
 def balanced_seed(n: int, seed: int) -> list[dict]:
@@ -87,8 +94,11 @@ def teach_arm(config: TeachConfig, store: Store, round0_from: Path | None = None
         out.mkdir(parents=True, exist_ok=True)
         for shared in ("baseline.json", "baseline-grades.json"):
             shutil.copy(round0_from / shared, out / shared)
-        if config.seed == _config_seed(round0_from):
+        if config.seed == _config_seed(round0_from) and not (out / "round-0").exists():
             shutil.copytree(round0_from / "round-0", out / "round-0", dirs_exist_ok=True)
+            saved = json.loads((out / "round-0" / "round.json").read_text())
+            saved["done"] = [stage for stage in saved["done"] if stage != "dev"]  # this arm's own dev stage
+            (out / "round-0" / "round.json").write_text(json.dumps(saved, indent=2))
     if not _finished(out):
         print(f"== {out}", flush=True)
         Teach(config, resume=(out / "state.json").exists(), store=store).run()
@@ -111,7 +121,11 @@ def rounds_of(out: Path) -> list[dict]:
 
 
 def final_round(out: Path) -> dict:
-    return [r for r in rounds_of(out) if r["exam"]][-1]
+    """The round the run chose (by its dev score, or the last one with `select: last`)."""
+    rounds = rounds_of(out)
+    state = json.loads((out / "state.json").read_text())
+    number = choose_round(rounds, state["config"].get("select", "last"))
+    return next(r for r in rounds if r["round"] == number)
 
 
 def grades(out: Path, number: int | None = None) -> dict[str, bool]:
@@ -123,31 +137,39 @@ def record(seed: int, out: Path, number: int | None = None) -> dict:
     rounds = rounds_of(out)
     final = rounds[number] if number is not None else final_round(out)
     later = rounds[1:] if number is None else []
+    own_dev = rounds[0]["wall_s"].get("dev", 0.0) if later else 0.0  # round 0's fold students are this arm's cost
     return {"seed": seed, "accuracy": final["exam"]["accuracy"], "ci_low": final["exam"]["ci_low"],
-            "ci_high": final["exam"]["ci_high"], "data": final["data"],
+            "ci_high": final["exam"]["ci_high"], "data": final["data"], "round": final["round"],
+            "dev": {r["round"]: r["dev"]["accuracy"] for r in rounds if r.get("dev")},
+            "mined": [r["mined"] for r in later], "kept": [r["kept"] for r in later],
+            "rejections": [r["rejections"] for r in later], "verifier": [r.get("verifier") for r in later],
+            "contamination": [{k: v for k, v in (r.get("contamination") or {}).items() if k != "rejected_sample"}
+                              for r in later],
+            "folds": {r["round"]: {k: r["folds"][k] for k in ("accuracy", "errors", "n")} for r in rounds
+                      if r.get("folds")},
             "teacher_tokens": sum(r["teacher_tokens"] for r in later),
             "teacher_calls": sum(r["teacher_calls"] for r in later),
-            "wall_s": sum(sum(r["wall_s"].values()) for r in (later or [final])),
-            "stage_s": {k: round(sum(r["wall_s"].get(k, 0.0) for r in (later or [final]))) for k in
-                        ("mine", "write", "filter", "train", "exam")},
+            "wall_s": sum(sum(r["wall_s"].values()) for r in (later or [final])) + own_dev,
+            "stage_s": {k: round(sum(r["wall_s"].get(k, 0.0) for r in (later or [final])) + (own_dev if k == "dev" else 0))
+                        for k in ("mine", "write", "filter", "train", "dev", "exam")},
             "last_loss": final.get("train", {}).get("last_loss")}
 
 
 def untargeted(seed_rows: list[dict], n: int, teacher: object, store: Store, exclude: list, work: Path,
-               base: TeachConfig) -> tuple[Path, dict]:
-    """The control's training file: the seed plus n balanced teacher-written items (cached per n).
+               base: TeachConfig, bar: float | None, tag: str) -> tuple[Path, dict]:
+    """The control's training file: the seed plus n balanced teacher-written items (cached per seed and n).
 
-    Written exactly as (d)'s round-1 probe is (same prompts, sampling seeds and filters, so the
-    calls come from the cache): n items of the same pool, chosen without looking at the student."""
-    path = work / f"untargeted-{n}.jsonl"
-    info_path = work / f"untargeted-{n}.json"
+    Written with `magister write` (label-conditioned, the same filters), verified by the same teacher
+    under the same gate as (d) (`bar`: that seed's out-of-fold student), without looking at errors."""
+    path = work / f"untargeted-{tag}-{n}.jsonl"
+    info_path = work / f"untargeted-{tag}-{n}.json"
     if not path.exists():
-        seed_exam = load_exam(work / "seed.jsonl", name="trec-seed")
+        seed_exam = load_exam(work / "seed.jsonl", name=f"{work.name}-seed")
         started = time.perf_counter()
         written = write_exam(seed_exam, teacher, store, n=n, per_call=base.probe_per_call, avoid=seed_exam.items,
                              exclude=exclude, verify_mode=base.verify, verify_shots=base.verify_shots,
                              dedupe_method=base.dedupe, threshold=base.dedupe_threshold,
-                             temperature=base.temperature, seed=1, prefix="u")
+                             temperature=base.temperature, seed=1, prefix="u", verify_bar=bar)
         rows = seed_rows + [{"id": i.id, "text": i.input, "label": i.reference} for i in written.items]
         info = {**written.summary(), "wall_s": time.perf_counter() - started}
         info_path.write_text(json.dumps(info, indent=2))
@@ -156,37 +178,42 @@ def untargeted(seed_rows: list[dict], n: int, teacher: object, store: Store, exc
 
 
 def main() -> None:
+    global DATA
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task", default="trec", choices=["trec", "sst2"])
     parser.add_argument("--teacher", default=None, help="teacher spec (default: the offline Qwen2.5-Coder-1.5B)")
     parser.add_argument("--seeds", type=int, default=3, help="training seeds per arm (default %(default)s)")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--seed-size", type=int, default=100)
-    parser.add_argument("--per-item", type=int, default=2)
-    parser.add_argument("--probe-size", type=int, default=80)
-    parser.add_argument("--near-misses", type=float, default=0.25,
-                        help="(d) also mines the least certain right probe answers, up to this share of the probe")
+    parser.add_argument("--per-item", type=int, default=4, help="new examples per mined error")
+    parser.add_argument("--folds", type=int, default=4)
+    parser.add_argument("--fold-epochs", type=float, default=3.0, help="training epochs of the fold students")
+    parser.add_argument("--probe-size", type=int, default=80, help="(ablate_probe) items of the probe exam")
     parser.add_argument("--epochs", type=float, default=5.0)
     parser.add_argument("--full-epochs", type=float, default=1.0)
     parser.add_argument("--lora-r", type=int, default=16)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--max-length", type=int, default=96)
-    parser.add_argument("--exam-limit", type=int, default=None, help="first N test items (default all 500)")
+    parser.add_argument("--exam-limit", type=int, default=None, help="first N test items (default all)")
     parser.add_argument("--full-limit", type=int, default=None, help="first N training items for (g)")
-    parser.add_argument("--arms", default="all", help="comma-separated subset of arms to run (default all)")
-    parser.add_argument("--quick", action="store_true", help="1 seed, 100 test items, probe of 30, (g) on 1000")
+    parser.add_argument("--arms", default="main", help="'main' (%s), 'all' (adds the ablations and full_data), "
+                        "or a comma-separated list" % ", ".join(MAIN_ARMS))
+    parser.add_argument("--quick", action="store_true", help="1 seed, 100 test items, (g) on 1000")
     parser.add_argument("--work", default=None, help="working directory (default: a fresh temporary one)")
-    parser.add_argument("--out", default=None, help="results JSON (default benchmarks/results/teach_trec.json)")
+    parser.add_argument("--out", default=None, help="results JSON (default benchmarks/results/teach_TASK.json)")
     args = parser.parse_args()
+    DATA = SHARED / args.task
     if args.quick:
         args.seeds, args.exam_limit, args.probe_size, args.full_limit = 1, args.exam_limit or 100, 30, 1000
-    out_path = Path(args.out or ROOT / "results" / ("teach_trec_quick.json" if args.quick else "teach_trec.json"))
-    wanted = set(TRAINED + ("zero_shot", "teacher_fewshot", "full_data")) if args.arms == "all" else \
-        set(args.arms.split(","))
+    name = f"teach_{args.task}" + ("_quick" if args.quick else "")
+    out_path = Path(args.out or ROOT / "results" / f"{name}.json")
+    wanted = set(MAIN_ARMS) if args.arms == "main" else \
+        set(TRAINED + ("zero_shot", "teacher_fewshot", "full_data")) if args.arms == "all" else set(args.arms.split(","))
 
     started = time.perf_counter()
     import tempfile
 
-    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="teach_trec-"))
+    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix=f"teach_{args.task}-"))
     work.mkdir(parents=True, exist_ok=True)
     teacher_spec = args.teacher or f"llamacpp:{teacher_path()}"
     seed_rows = balanced_seed(args.seed_size, 0)
@@ -197,14 +224,15 @@ def main() -> None:
     result: dict = {}
     runs: dict[str, list[dict]] = {name: [] for name in TRAINED}
     graded: dict[str, list[dict[str, bool]]] = {name: [] for name in TRAINED}
-    extra: dict[str, list] = {"probe": [], "untargeted_write": []}
+    extra: dict[str, list] = {"untargeted_write": []}
     try:
         for seed in range(args.seeds):
             train = TrainConfig(epochs=args.epochs, lora_r=args.lora_r, lora_alpha=2 * args.lora_r,
                                 learning_rate=args.learning_rate, max_length=args.max_length, batch_size=8, seed=seed)
             base = TeachConfig(seed=work / "seed.jsonl", exam=DATA / "test.jsonl", teacher=teacher_spec,
                                student="smollm2", rounds=args.rounds, per_item=args.per_item,
-                               exam_limit=args.exam_limit, train=train, probe_size=args.probe_size)
+                               exam_limit=args.exam_limit, train=train, probe_size=args.probe_size,
+                               folds=args.folds, fold_epochs=args.fold_epochs)
             here = work / f"seed-{seed}"
             first = here / "seed_only"
             if seed > 0 and not (first / "baseline.json").exists():  # the untrained student sits the exam once
@@ -214,18 +242,15 @@ def main() -> None:
             teach_arm(base.model_copy(update={"out": first, "rounds": 0}), store)
             runs["seed_only"].append(record(seed, first, 0))
             graded["seed_only"].append(grades(first, 0))
-            if "magister" in wanted or "untargeted" in wanted:
-                out = teach_arm(base.model_copy(update={
-                    "out": here / "magister", "mine": "probe", "strategies": MAGISTER_STRATEGIES,
-                    "probe_near_misses": args.near_misses,
-                    "show_wrong_answer": True, "dedupe": "rouge", "verify": "teacher"}), store, first)
+            if wanted & {"magister", "untargeted"}:  # the defaults of TeachConfig: this is `magister teach`
+                out = teach_arm(base.model_copy(update={"out": here / "magister"}), store, first)
                 runs["magister"].append(record(seed, out))
                 graded["magister"].append(grades(out))
-                extra["probe"].append([r["probe"] for r in rounds_of(out) if r.get("probe")])
             if "untargeted" in wanted:
-                kept = final_round(here / "magister")["data"] - len(seed_rows)
-                path, info = untargeted(seed_rows, kept, teacher, store, exam.items, work, base)
-                extra["untargeted_write"].append({"n": kept, **info})
+                kept = rounds_of(here / "magister")[-1]["data"] - len(seed_rows)  # what (d) wrote, chosen or not
+                bar = json.loads((here / "magister" / "round-0" / "folds.json").read_text())["accuracy"]
+                path, info = untargeted(seed_rows, kept, teacher, store, exam.items, work, base, bar, f"s{seed}")
+                extra["untargeted_write"].append({"n": kept, "bar": bar, **info})
                 out = teach_arm(base.model_copy(update={"out": here / "untargeted", "rounds": 0, "seed": path}),
                                 store, first)
                 runs["untargeted"].append({**record(seed, out, 0), "teacher_tokens": info["tokens"],
@@ -234,9 +259,15 @@ def main() -> None:
             if "llm2llm" in wanted:
                 out = teach_arm(base.model_copy(update={
                     "out": here / "llm2llm", "mine": "seed", "strategies": ["similar"], "show_wrong_answer": False,
-                    "dedupe": "off", "verify": "off"}), store, first)
+                    "dedupe": "off", "verify": "off", "select": "last"}), store, first)
                 runs["llm2llm"].append(record(seed, out))
                 graded["llm2llm"].append(grades(out))
+            for arm, change in ABLATIONS.items():
+                if arm in wanted:
+                    source = here / "magister" if (here / "magister" / "round-0" / "folds.json").exists() else first
+                    out = teach_arm(base.model_copy(update={"out": here / arm, **change}), store, source)
+                    runs[arm].append(record(seed, out))
+                    graded[arm].append(grades(out))
         zero = json.loads((work / "seed-0" / "seed_only" / "baseline.json").read_text())
         result["zero_shot"] = {"accuracy": zero["accuracy"],
                                **dict(zip(("ci_low", "ci_high"), wilson(zero["correct"], zero["n"]))),
@@ -262,7 +293,8 @@ def main() -> None:
                         "wall_s": sum(r["wall_s"] for r in runs[name]) / len(runs[name]), "runs": runs[name]}
     pairs = {"magister_vs_seed_only": ("magister", "seed_only"), "magister_vs_llm2llm": ("magister", "llm2llm"),
              "magister_vs_untargeted": ("magister", "untargeted"), "llm2llm_vs_seed_only": ("llm2llm", "seed_only"),
-             "untargeted_vs_seed_only": ("untargeted", "seed_only")}
+             "untargeted_vs_seed_only": ("untargeted", "seed_only"),
+             **{f"magister_vs_{arm}": ("magister", arm) for arm in ABLATIONS}}
     detail = {key: {**compare_runs(grid(graded[a], items), grid(graded[b], items)).to_dict(),
                     "per_seed_mcnemar": [paired(x, y) for x, y in zip(graded[a], graded[b])]}
               for key, (a, b) in pairs.items() if graded[a] and graded[b]}
@@ -272,20 +304,20 @@ def main() -> None:
     if "full_data" in result and "magister" in result:
         gap = result["full_data"]["accuracy"] - result["seed_only"]["accuracy"]
         result["gap_closed"] = (result["magister"]["accuracy"] - result["seed_only"]["accuracy"]) / gap if gap else None
-    result["probe"] = extra["probe"]
     result["untargeted_write"] = extra["untargeted_write"]
     stage_s = sum(r["wall_s"] for name in arms for r in runs[name]) + result["zero_shot"]["wall_s"] + \
         sum(result.get(k, {}).get("wall_s", 0.0) for k in ("teacher_fewshot", "full_data")) + \
-        sum(w.get("wall_s", 0.0) for w in extra["untargeted_write"][:1])
+        sum(w.get("wall_s", 0.0) for w in extra["untargeted_write"])
     result["settings"] = {
         "seeds": list(range(args.seeds)), "seed_size": args.seed_size, "seed_draw": "class-balanced, random.Random(0)",
         "exam_items": len(items), "student": "SmolLM2-135M-Instruct (embedded GGUF, de-quantised to float32)",
         "teacher": teacher_spec, "rounds": args.rounds, "per_item": args.per_item, "probe_size": args.probe_size,
-        "probe_near_misses": args.near_misses,
-        "magister_strategies": MAGISTER_STRATEGIES, "method": "lora", "lora_r": args.lora_r,
+        "task": args.task, "folds": args.folds, "fold_epochs": args.fold_epochs,
+        "magister": "TeachConfig defaults: mine folds, strategies [contrast], verify teacher, verify_gate student, "
+                    "select dev", "method": "lora", "lora_r": args.lora_r,
         "lora_alpha": 2 * args.lora_r, "target_modules": "all-linear", "epochs": args.epochs,
         "full_data_epochs": args.full_epochs, "learning_rate": args.learning_rate, "batch_size": 8,
-        "max_length": args.max_length, "scoring": "constrained choice over the 6 labels",
+        "max_length": args.max_length, "scoring": "constrained choice over the labels",
         "retrain": "from the base model each round", "verify_shots": 12, "dedupe_threshold": 0.7,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, no GPU" if not _cuda() else "GPU",
         "process_wall_s": time.perf_counter() - started, "work_dir": str(work),

@@ -841,12 +841,24 @@ def teach(
     student: Annotated[Optional[str], _opt("'smollm2', a GGUF file or a transformers model directory.")] = None,
     verifier: Annotated[Optional[str], _opt("Model that verifies new examples (default: the teacher).")] = None,
     rounds: Annotated[Optional[int], _opt("Teaching rounds after round 0.")] = None,
-    strategies: Annotated[Optional[str], _opt("Comma-separated: similar, rephrase, explain, new, replay.")] = None,
+    strategies: Annotated[Optional[str], _opt("Comma-separated: contrast (default), similar, rephrase, explain, "
+                                              "new, replay.")] = None,
     per_item: Annotated[Optional[int], _opt("New examples per mined item.")] = None,
     show_wrong_answer: Annotated[Optional[bool], _opt("Show the teacher the student's wrong answer.",
                                                       "--show-wrong-answer/--hide-wrong-answer")] = None,
-    mine: Annotated[Optional[str], _opt("seed (LLM2LLM), all (also synthetic examples) or probe (a fresh exam "
-                                        "the teacher writes each round).")] = None,
+    mine: Annotated[Optional[str], _opt("folds (out-of-fold errors against the seed's human labels; default), "
+                                        "seed (LLM2LLM, in-sample), all (also synthetic examples) or probe (a "
+                                        "fresh exam the teacher writes each round).")] = None,
+    folds: Annotated[Optional[int], _opt("Folds of the seed for --mine folds and the dev score.")] = None,
+    fold_epochs: Annotated[Optional[float], _opt("Training epochs of the fold students (default: --epochs).")]
+    = None,
+    dev: Annotated[Optional[Path], _opt("Labelled dev file: the dev score (default: out-of-fold accuracy on "
+                                        "the seed). Patience and the chosen round read it, never the exam.")] = None,
+    select: Annotated[Optional[str], _opt("dev (the round with the best dev score) or last.")] = None,
+    verify_gate: Annotated[Optional[str], _opt("student (the verifier must beat the out-of-fold student, else it "
+                                               "only vetoes) or majority (the most common label).")] = None,
+    contamination_ngram: Annotated[Optional[int], _opt("Words in a run shared with an exam item that make a new "
+                                                       "input contamination.")] = None,
     probe_size: Annotated[Optional[int], _opt("Items of each round's probe exam (--mine probe).")] = None,
     dedupe: Annotated[Optional[str], _opt("rouge, embedding or off.")] = None,
     dedupe_threshold: Annotated[Optional[float], _opt("Similarity at or above which a new example is a duplicate.")]
@@ -854,7 +866,7 @@ def teach(
     verify: Annotated[Optional[str], _opt("off, teacher or majority.")] = None,
     verify_samples: Annotated[Optional[int], _opt("Samples for --verify majority.")] = None,
     retrain: Annotated[Optional[str], _opt("base (each round from the base model) or continue.")] = None,
-    patience: Annotated[Optional[int], _opt("Stop after N rounds without a better exam score.")] = None,
+    patience: Annotated[Optional[int], _opt("Stop after N rounds without a better dev score.")] = None,
     budget_calls: Annotated[Optional[int], _opt("Teacher call budget (writing and verifying).")] = None,
     budget_tokens: Annotated[Optional[int], _opt("Teacher token budget.")] = None,
     method: Annotated[Optional[str], _opt("lora or full fine-tuning.")] = None,
@@ -881,7 +893,9 @@ def teach(
                  "teacher": teacher, "student": student, "verifier": verifier, "rounds": rounds,
                  "strategies": [s.strip() for s in strategies.split(",")] if strategies else None,
                  "per_item": per_item, "show_wrong_answer": show_wrong_answer, "mine": mine,
-                 "probe_size": probe_size, "dedupe": dedupe,
+                 "probe_size": probe_size, "dedupe": dedupe, "folds": folds, "fold_epochs": fold_epochs,
+                 "dev": str(dev) if dev else None, "select": select, "verify_gate": verify_gate,
+                 "contamination_ngram": contamination_ngram,
                  "dedupe_threshold": dedupe_threshold, "verify": verify, "verify_samples": verify_samples,
                  "retrain": retrain, "patience": patience, "budget.calls": budget_calls,
                  "budget.tokens": budget_tokens, "train.method": method, "train.epochs": epochs,

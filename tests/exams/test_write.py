@@ -123,7 +123,8 @@ def test_write_rejects_copies_of_the_excluded_test_set(store: Store) -> None:
     assert [d.input for d in contaminated] == [first.items[0].input] and "test-1" in contaminated[0].reason
     assert first.items[0].input not in {i.input for i in written.items}
     overlap = written.contamination
-    assert overlap["excluded_items"] == 1 and 0 < overlap["rouge_l_nearest_max"] < 0.7
+    assert overlap["excluded_items"] == 1 and overlap["rejected_exact"] == 1 and overlap["rejected_ngram"] == 0
+    assert overlap["rejected_sample"][0]["exam_item"] == "test-1"
 
 
 def test_an_untrustworthy_verifier_is_not_used(store: Store) -> None:

@@ -29,6 +29,7 @@ def config(task: tuple[Path, Path], tiny_student: Path, tmp_path: Path) -> Teach
     seed, exam = task
     return TeachConfig(seed=seed, exam=exam, teacher="mock:teacher", student=str(tiny_student), rounds=2,
                        strategies=["similar", "rephrase", "explain", "new"], verify_shots=2, out=tmp_path / "run",
+                       mine="seed", select="last",  # the in-sample loop; tests/teach/test_folds.py covers folds
                        train=TrainConfig(epochs=1, batch_size=4, learning_rate=1e-3))
 
 

@@ -77,17 +77,17 @@ def test_a_spent_budget_stops_the_loop(config: TeachConfig) -> None:
     assert record.teacher_calls <= 8 + record.verifier["calls"] + record.generated
 
 
-def test_patience_stops_when_the_exam_score_stalls(config: TeachConfig, monkeypatch: pytest.MonkeyPatch) -> None:
-    config.patience, config.rounds = 1, 3
+def test_patience_stops_when_the_dev_score_stalls(config: TeachConfig, monkeypatch: pytest.MonkeyPatch) -> None:
+    config.patience, config.rounds, config.select = 1, 3, "dev"
 
-    def flat(self: Teach, model_dir: Path, exam) -> tuple[dict, dict]:  # noqa: ANN001
-        return {"run_id": "x", "accuracy": 0.5, "ci_low": 0.2, "ci_high": 0.8, "n": 8, "correct": 4}, \
-            {i.id: n % 2 == 0 for n, i in enumerate(exam.items)}
+    def flat(self: Teach, number: int, directory: Path) -> dict:
+        return {"k": 4, "epochs": 1, "n": 8, "correct": 4, "accuracy": 0.5, "errors": 4, "per_fold": []}
 
-    monkeypatch.setattr(Teach, "_sit", flat)
+    monkeypatch.setattr(Teach, "_folds", flat)
     teach = run(config)
     assert [r.round for r in teach.rounds] == [0, 1]
-    assert teach.stopped == "no better exam score for 1 round(s)"
+    assert teach.stopped == "no better dev score for 1 round(s)"
+    assert teach.final().round == 0  # a tie goes to the earlier round
 
 
 def test_a_teacher_whose_examples_are_all_rejected_stops_the_loop(config: TeachConfig) -> None:
@@ -96,7 +96,7 @@ def test_a_teacher_whose_examples_are_all_rejected_stops_the_loop(config: TeachC
     stopped = teach.rounds[1]
     assert stopped.mined > 0 and stopped.kept == 0 and stopped.teacher_calls > 0 and not stopped.exam
     assert teach.final() is teach.rounds[0]
-    assert "not trained" in teach_report._row_cells(teach.report()["rounds"][1])[1]
+    assert "not trained" in teach_report._row_cells(teach.report()["rounds"][1])[2]
     assert teach_report.write(teach.report(), config.out)["png"].exists()
 
 

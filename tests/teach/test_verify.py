@@ -1,79 +1,59 @@
-"""Verification: the verifier answers each new example; disagreement rejects it, with its answer."""
+"""The verifier gate: a verifier must beat the out-of-fold student to decide; below it, it may only veto."""
 
 from __future__ import annotations
 
-import pytest
+import re
 
 from magister.models.mock import MockModel
+from magister.store import Store
 from magister.teach.strategies import Draft
-from magister.teach.strategies.base import as_item
 from magister.teach.verify import check, verify
 from magister.types import Item, Kind, Request
 
-LIKE = Item(id="s1", input="seed", reference="positive", kind=Kind.classification, labels=["negative", "positive"])
+LABELS = ["negative", "positive"]
+SEED = [Item(id=f"s{i}", input=f"text {i}", reference=LABELS[i % 2], kind=Kind.classification, labels=LABELS)
+        for i in range(60)]
 
 
-def pairs(*texts: str) -> list[tuple[Draft, Item]]:
-    out = []
-    for n, text in enumerate(texts):
-        d = Draft(input=text, reference="positive", strategy="similar", source="s1")
-        out.append((d, as_item(d, LIKE, f"d{n}")))
-    return out
+def verifier(right_every: int, sure: float = 0.9, unsure: float = 0.55) -> MockModel:
+    """Right on every item but each `right_every`-th: confident where right, hesitant where wrong."""
+    def score(request: Request) -> dict[str, float]:
+        found = re.findall(r"text (\d+)", (request.messages or [])[-1].content)
+        if not found:
+            return {"negative": 0.5, "positive": 0.5}
+        number, truth = int(found[-1]), LABELS[int(found[-1]) % 2]
+        answer = truth if number % right_every else LABELS[1 - LABELS.index(truth)]
+        p = unsure if answer != truth else sure
+        return {answer: p, LABELS[1 - LABELS.index(answer)]: 1 - p}
+
+    return MockModel(f"mock:verifier-{right_every}-{sure}-{unsure}", score=score)  # its own cache entries
 
 
-def keyword(request: Request) -> str:
-    return "positive" if "good" in (request.messages or [])[-1].content else "negative"
+def test_a_verifier_weaker_than_the_student_is_not_trusted(tmp_path) -> None:  # noqa: ANN001
+    store = Store(tmp_path / "s.db")
+    weak = verifier(right_every=4)  # 75% right
+    against_student = check(weak, store, SEED, [], bar=0.9)
+    assert not against_student.trusted and against_student.bar_name == "the out-of-fold student"
+    assert 0.7 < against_student.accuracy < 0.8
+    against_majority = check(weak, store, SEED, [])  # the old gate: it beats always saying one label
+    assert against_majority.trusted and against_majority.bar == 0.5
+    assert check(verifier(right_every=1000), store, SEED, [], bar=0.9).trusted  # ~100% right: beats the student
 
 
-def test_teacher_verification_rejects_disagreement_with_a_reason(store) -> None:  # noqa: ANN001
-    drafts = pairs("good film", "dull film")
-    calls, tokens = verify(drafts, MockModel("mock:v", respond=keyword), store, "teacher", 3, [LIKE])
-    assert calls == 2 and tokens > 0
-    assert drafts[0][0].reason is None
-    assert drafts[1][0].reason == "verifier answered 'negative', intended 'positive'"
+def test_an_untrusted_verifier_vetoes_only_above_its_calibrated_confidence(tmp_path) -> None:  # noqa: ANN001
+    store = Store(tmp_path / "s.db")
+    trial = check(verifier(right_every=4), store, SEED, [], bar=0.9)
+    assert trial.role == "veto only" and trial.veto_at is not None and 0.55 < trial.veto_at <= 0.9
+    assert trial.by_label["positive"]["answered"] > 0 and trial.by_label["positive"]["precision"] is not None
+    # drafts the verifier contradicts: hesitantly (item 4, a wrong answer at 0.55), confidently (a mislabel)
+    drafts = [(Draft(input="text 4", reference="negative", strategy="contrast", source="s4"), SEED[4]),
+              (Draft(input="text 5", reference="negative", strategy="contrast", source="s5"),
+               SEED[5].model_copy(update={"reference": "negative"}))]
+    verify(drafts, verifier(right_every=4), store, "teacher", 1, [], veto_at=trial.veto_at)
+    assert drafts[0][0].reason is None and drafts[0][0].extra["verifier"]["agrees"] is False  # ignored: unsure
+    assert drafts[1][0].reason is not None and "confidence 0.90" in drafts[1][0].reason  # vetoed: sure
 
 
-def test_choice_scoring_verifier_is_used_where_the_backend_has_it(store) -> None:  # noqa: ANN001
-    drafts = pairs("good film")
-    verify(drafts, MockModel("mock:first"), store, "teacher", 3, [])  # always picks 'negative'
-    assert drafts[0][0].reason == "verifier answered 'negative', intended 'positive'"
-    drafts = pairs("good film")
-    verify(drafts, MockModel("mock:last"), store, "teacher", 3, [])
-    assert drafts[0][0].reason is None
-
-
-def test_majority_needs_more_than_half_of_the_samples(store) -> None:  # noqa: ANN001
-    votes = {1: "positive", 2: "negative", 3: "positive"}
-    majority = MockModel("mock:m", respond=lambda r: votes[r.seed or 0])
-    drafts = pairs("any film")
-    calls, _ = verify(drafts, majority, store, "majority", 3, [])
-    assert calls == 3 and drafts[0][0].reason is None
-    split = MockModel("mock:m2", respond=lambda r: votes[r.seed or 0] if r.seed != 3 else "negative")
-    drafts = pairs("any film")
-    verify(drafts, split, store, "majority", 3, [])
-    assert drafts[0][0].reason == "verifier answered 'negative, positive', intended 'positive'"
-
-
-def test_off_and_already_rejected_cost_nothing(store) -> None:  # noqa: ANN001
-    model = MockModel("mock:v", respond=keyword)
-    drafts = pairs("dull film")
-    assert verify(drafts, model, store, "off", 3, []) == (0, 0) and drafts[0][0].reason is None
-    drafts[0][0].reason = "empty input"
-    assert verify(drafts, model, store, "teacher", 3, []) == (0, 0) and model.calls == 0
-    replayed = pairs("dull film")  # a replayed seed item carries a human label: never verified
-    replayed[0][0].replay = True
-    assert verify(replayed, model, store, "teacher", 3, []) == (0, 0) and replayed[0][0].reason is None
-
-
-def seed_items(n: int = 30) -> list[Item]:
-    return [Item(id=f"s{i}", input=("good film" if i % 3 else "dull film"), reference=("positive" if i % 3 else
-            "negative"), kind=Kind.classification, labels=["negative", "positive"]) for i in range(n)]
-
-
-def test_a_verifier_is_trusted_only_if_it_beats_the_most_common_answer(store) -> None:  # noqa: ANN001
-    good = check(MockModel("mock:v", respond=keyword), store, seed_items(), [])
-    assert good.n == 30 and good.accuracy == 1.0 and good.majority == pytest.approx(20 / 30) and good.trusted
-    constant = check(MockModel("mock:last"), store, seed_items(), [])  # always 'positive': the majority rate
-    assert constant.accuracy == pytest.approx(20 / 30) and not constant.trusted
-    shown = check(MockModel("mock:v", respond=keyword), store, seed_items(), seed_items()[:10])
-    assert shown.n == 20  # worked examples are not used to check the verifier
+def test_a_verifier_with_no_confident_precision_is_not_used(tmp_path) -> None:  # noqa: ANN001
+    trial = check(verifier(right_every=2, sure=0.6, unsure=0.6), Store(tmp_path / "s.db"), SEED, [], bar=0.9)
+    assert trial.role == "not used" and trial.veto_at is None

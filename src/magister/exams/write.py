@@ -33,6 +33,7 @@ from rich.progress import Progress
 
 from magister.cache import ask
 from magister.errors import ConfigError
+from magister.exams.contamination import Contamination, contamination_summary, ngrams
 from magister.exams.load import pick_fewshot
 from magister.exams.prompt import answer_text, question_text
 from magister.models.base import Model
@@ -155,12 +156,15 @@ def write_exam(like: Exam, teacher: Model, store: Store, *, n: int, labels: Sequ
                avoid: Sequence[Item] = (), exclude: Sequence[Item] = (), verify_mode: str = "teacher",
                verifier: Model | None = None, samples: int = 3, verify_shots: int = 12, verify_check: bool = True,
                dedupe_method: str = "rouge", threshold: float = 0.7, temperature: float = 0.8, seed: int = 0,
-               passes: int = 3, prefix: str = "w", console: Console | None = None, progress: bool = True) -> Written:
+               passes: int = 3, prefix: str = "w", console: Console | None = None, progress: bool = True,
+               verify_bar: float | None = None) -> Written:
     """Have `teacher` write about `n` new items like `like`'s, filtered and verified.
 
     `avoid`: more items the new ones must not duplicate (earlier training data); `exclude`: items
     they must not copy (the test set), counted as contamination. `seed` picks the sampling seeds:
     the same arguments give the same calls, so a rerun after a kill is served from the cache.
+    `verify_bar`: the accuracy the verifier must beat to be trusted (a student's); a verifier below it
+    only vetoes, at its calibrated confidence (`magister.teach.verify`). Default: the most common label.
     """
     items = like.items
     if not items:
@@ -185,18 +189,21 @@ def write_exam(like: Exam, teacher: Model, store: Store, *, n: int, labels: Sequ
     kept_by: Counter[str] = Counter()
     shots = pick_fewshot(items, verify_shots, seed=0)
     checked_verifier = verifier or teacher
+    veto_at: float | None = None
     with progress_bar(console, progress) as bar:
         if verify_mode != "off" and verify_check and kind is Kind.classification:
-            trial = check(checked_verifier, store, items, shots)
+            trial = check(checked_verifier, store, items, shots, bar=verify_bar)
             written.verifier = trial.to_dict()
             if checked_verifier is teacher:  # the check is teacher spend too
                 written.calls += trial.calls
                 written.tokens += trial.tokens
             if not trial.trusted:
+                veto_at = trial.veto_at if verify_mode == "teacher" else None
+                use = f"it only vetoes, at confidence >= {veto_at:.2f}" if veto_at is not None else \
+                    "its verdicts are not used"
                 console.print(f"[yellow]The verifier got {trial.accuracy:.0%} of {trial.n} labelled examples right, "
-                              f"no better than the most common label ({trial.majority:.0%}): its verdicts are not used."
-                              "[/]")
-                verify_mode = "off"
+                              f"no better than {trial.bar_name} ({trial.bar:.0%}): {use}.[/]")
+                verify_mode = verify_mode if veto_at is not None else "off"
         for number in range(passes):
             short = {label: target - kept_by[label] for label, target in targets.items() if kept_by[label] < target}
             if not short:
@@ -207,12 +214,12 @@ def write_exam(like: Exam, teacher: Model, store: Store, *, n: int, labels: Sequ
             drafts = _write_pass(jobs, like=items, teacher=teacher, store=store, written=written, per_call=per_call,
                                  shown=shown, temperature=temperature, seed=seed, number=number, bar=bar,
                                  kind=kind)
-            _filter(drafts, existing, exclude, similarity, dedupe_method, threshold)
+            _filter(drafts, existing, exclude, dedupe_method, threshold)
             todo = [(d, _item(d, items[0], f"{prefix}{len(written.drafts) + j}")) for j, d in enumerate(drafts)]
             asks = sum(d.reason is None for d, _ in todo) * (samples if verify_mode == "majority" else 1)
             task = bar.add_task(f"verifying (pass {number + 1})", total=asks if verify_mode != "off" else 0, rate="")
             calls, tokens = verify(todo, checked_verifier, store, verify_mode, samples, shots,
-                                   on_calls=lambda k: bar.advance(task, k))
+                                   on_calls=lambda k: bar.advance(task, k), veto_at=veto_at)
             if checked_verifier is teacher:
                 written.calls += calls
                 written.tokens += tokens
@@ -225,8 +232,8 @@ def write_exam(like: Exam, teacher: Model, store: Store, *, n: int, labels: Sequ
                     written.items.append(item)
                     existing[item.id] = item.input
             written.drafts.extend(drafts)
-    if similarity is not None and written.items:
-        written.contamination = _contamination(written.items, exclude, similarity)
+    if similarity is not None:
+        written.contamination = _contamination(written.items, written.drafts, exclude, similarity)
     return written
 
 
@@ -271,39 +278,35 @@ def _draft(text: str, answer: str | None, label: str, kind: Kind) -> Draft:
                  reason=None if answer else "no answer given")
 
 
-def _filter(drafts: list[Draft], existing: dict[str, str], exclude: Sequence[Item], similarity: Any,
-            method: str, threshold: float) -> None:
-    """Empty drafts, copies of the test set (contamination), then near-duplicates of everything held."""
+def _filter(drafts: list[Draft], existing: dict[str, str], exclude: Sequence[Item], method: str,
+            threshold: float) -> None:
+    """Empty drafts, copies of the test set (contamination: exact or 8-gram), then near-duplicates of all held."""
     for draft in drafts:
         if draft.reason is None and len(draft.input.split()) < 2:
             draft.reason = "empty input"
-    if exclude and similarity is not None:
-        texts = [i.input for i in exclude]
+    if exclude:  # exact or long n-gram copies of the test set; shared phrasing is dedupe's business
+        index = Contamination(exclude)
         for draft in drafts:
-            if draft.reason is None:
-                scores = similarity(draft.input, texts)
-                best = int(scores.argmax())
-                if scores[best] >= threshold:
-                    draft.reason = f"contaminated: near excluded item {exclude[best].id} (rouge {scores[best]:.2f})"
+            hit = index.find(draft.input) if draft.reason is None else None
+            if hit:
+                draft.reason = hit.reason()
     dedupe(drafts, dict(existing), method, threshold)
 
 
-def _contamination(items: list[Item], exclude: Sequence[Item], similarity: Any, n: int = 8) -> dict[str, Any]:
-    """How close the kept items come to the excluded ones: ROUGE-L nearest neighbour and shared n-grams."""
+def _contamination(items: list[Item], drafts: list[Draft], exclude: Sequence[Item], similarity: Any,
+                   n: int = 8) -> dict[str, Any]:
+    """What was rejected as contamination (exact, n-gram, with a sample beside its exam item), and how
+    close the kept items come to the excluded ones (ROUGE-L nearest neighbour, shared n-grams)."""
     import numpy as np
 
     texts = [i.input for i in exclude]
-    nearest = np.array([float(similarity(i.input, texts).max()) for i in items])
-    grams = {g for t in texts for g in _ngrams(t, n)}
-    shared = sum(bool(_ngrams(i.input, n) & grams) for i in items)
-    return {"excluded_items": len(texts), "rouge_l_nearest_mean": float(nearest.mean()),
+    nearest = np.array([float(similarity(i.input, texts).max()) for i in items]) if items else np.zeros(1)
+    grams = {g for t in texts for g in ngrams(t, n)}
+    shared = sum(bool(ngrams(i.input, n) & grams) for i in items)
+    return {"excluded_items": len(texts), **contamination_summary(drafts, exclude),
+            "rouge_l_nearest_mean": float(nearest.mean()),
             "rouge_l_nearest_max": float(nearest.max()), "at_least_0.5": int((nearest >= 0.5).sum()),
             f"sharing_{n}gram": shared}
-
-
-def _ngrams(text: str, n: int) -> set[tuple[str, ...]]:
-    words = re.findall(r"\w+", text.lower())
-    return {tuple(words[i:i + n]) for i in range(len(words) - n + 1)} if len(words) >= n else {tuple(words)}
 
 
 def _item(draft: Draft, like: Item, id: str) -> Item:

@@ -5,7 +5,8 @@
     teacher: llamacpp:smollm2
     student: smollm2                  # the embedded GGUF, or a transformers model directory
     rounds: 3
-    strategies: [similar, rephrase]
+    mine: folds                       # errors out of fold, against the seed's human labels
+    strategies: [contrast]            # label-conditioned: inputs of the gold label a reader could mistake
     budget: {calls: 400}
     train: {epochs: 3, lora_r: 8}
 """
@@ -20,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from magister.errors import ConfigError, DataError
 from magister.jsonl import read_lines
 
-STRATEGIES = ("similar", "rephrase", "explain", "new", "replay")
+STRATEGIES = ("contrast", "similar", "rephrase", "explain", "new", "replay")
 
 
 class Fields(BaseModel):
@@ -70,12 +71,25 @@ class TeachConfig(BaseModel):
     student: str = Field("smollm2", description="'smollm2' (the embedded GGUF), a GGUF file or a model directory.")
     verifier: str | None = Field(None, description="Model that checks new examples; default the teacher.")
     rounds: int = Field(3, ge=0)
-    strategies: list[Literal["similar", "rephrase", "explain", "new", "replay"]] = Field(default_factory=lambda: ["similar"])
+    strategies: list[Literal["contrast", "similar", "rephrase", "explain", "new", "replay"]] = Field(
+        default_factory=lambda: ["contrast"],
+        description="How the teacher turns an error into new examples; `contrast` writes inputs of the human "
+                    "label that could be mistaken for the student's answer.")
     per_item: int = Field(2, ge=1, le=10, description="New examples the teacher writes per mined item.")
     show_wrong_answer: bool = Field(True, description="Show the teacher the student's wrong answer.")
-    mine: Literal["seed", "all", "probe"] = Field(
-        "seed", description="What the student sits to find its errors: the seed items (LLM2LLM), all training "
-                            "data so far, or a fresh probe exam the teacher writes each round.")
+    label_descriptions: dict[str, str] = Field(
+        default_factory=dict, description="What each label means, shown to the teacher when it writes "
+                                          "(`contrast`) and to the verifier.")
+    mine: Literal["folds", "seed", "all", "probe"] = Field(
+        "folds", description="Where the student's errors come from: `folds` (k students, each trained without "
+                             "one fold of the seed, sit that fold: every error is against a person's label), "
+                             "the seed items in-sample (LLM2LLM), all training data so far, or a fresh probe exam "
+                             "the teacher writes each round.")
+    folds: int = Field(4, ge=2, le=10, description="Folds of the seed for `mine: folds` and the dev score.")
+    fold_epochs: float | None = Field(None, gt=0, description="Training epochs of the fold students "
+                                                              "(default: train.epochs).")
+    dev: Path | None = Field(None, description="A labelled dev file: the dev score is the student's accuracy on it "
+                                               "(default: out-of-fold accuracy on the seed).")
     probe_size: int = Field(120, ge=1, description="Items of each round's probe exam (`mine: probe`).")
     probe_per_call: int = Field(10, ge=1, le=30, description="Probe items the teacher writes per call.")
     probe_near_misses: float = Field(
@@ -86,11 +100,21 @@ class TeachConfig(BaseModel):
     verify: Literal["off", "teacher", "majority"] = "teacher"
     verify_samples: int = Field(3, ge=1, description="Samples for `verify: majority`.")
     verify_shots: int = Field(12, ge=0, description="Seed examples shown to the verifier as worked examples.")
-    verify_check: bool = Field(True, description="Trust the verifier only if it beats the most common answer on "
-                                                 "seed items it was not shown.")
+    verify_check: bool = Field(True, description="Check the verifier on seed items it was not shown before "
+                                                 "trusting it (see verify_gate).")
+    verify_gate: Literal["student", "majority"] = Field(
+        "student", description="What the verifier must beat to be trusted: the out-of-fold student's accuracy "
+                               "(else it may only veto, at a confidence calibrated on the seed), or the most "
+                               "common label (the old gate).")
+    contamination_ngram: int = Field(8, ge=3, description="A new input sharing a run of this many words with "
+                                                          "an exam item is contamination.")
     retrain: Literal["base", "continue"] = Field("base", description="Each round from the base model, or from "
                                                                      "the last round's student.")
-    patience: int | None = Field(None, ge=1, description="Stop after this many rounds without a better exam score.")
+    patience: int | None = Field(None, ge=1, description="Stop after this many rounds without a better dev score "
+                                                          "(the exam never decides).")
+    select: Literal["dev", "last"] = Field(
+        "dev", description="Which round's student is the result: the best dev score (ties: the earlier round), "
+                           "or the last one trained.")
     budget: Budget = Field(default_factory=Budget)
     temperature: float = Field(0.7, ge=0.0, description="Teacher sampling temperature when writing.")
     train: TrainConfig = Field(default_factory=TrainConfig)

@@ -1,22 +1,32 @@
 """The teaching loop: fine-tune, find what the student gets wrong, have the teacher write more, repeat.
 
-    round 0   fine-tune the student on the seed set; it sits the held-out exam
-    round r   the round r-1 student sits the training data   -> mined (the items it got wrong)
-              each strategy has the teacher write new examples -> drafts
-              dedupe against all data, verify with an independent answer -> kept (or rejected, with a reason)
-              retrain on seed + everything kept so far; the student sits the held-out exam
+    round 0   fine-tune the student on the seed set; dev score; it sits the held-out exam
+    round r   mine: the errors of round r-1 against human labels  -> mined
+                (`folds`: k fold students, each trained on round r-1's data without one fold of
+                the seed, sat that fold; `seed`/`all`: in-sample; `probe`: a teacher-written exam)
+              each strategy has the teacher write new inputs for the human label -> drafts
+              contamination (exact / n-gram vs the exam), dedupe against all data, verify -> kept
+              retrain on seed + everything kept so far; dev score; the student sits the held-out exam
 
-It stops at the round limit, when the teacher budget is spent, or when the exam score has
-not improved for `patience` rounds. Every stage of every round writes its result to the run
-directory before the next starts, and every model call goes through the response cache:
-`--resume` after a kill skips finished stages, and no teacher call, training run or exam
-that finished is repeated.
+Trust flows from the human labels: errors are found on items a person labelled and a student
+did not train on, the teacher writes inputs for the label the person gave, and the verifier
+decides only if it beats the out-of-fold student on human-labelled items (otherwise it may
+only veto, at a confidence calibrated on the seed).
+
+The exam never drives a decision: `patience` and the choice of the final round read the dev
+score (out-of-fold accuracy on the seed, or a `dev:` file). It stops at the round limit, when
+the teacher budget is spent, or when the dev score has not improved for `patience` rounds.
+Every stage of every round (and every fold) writes its result to the run directory before the
+next starts, and every model call goes through the response cache: `--resume` after a kill
+skips finished stages, and no teacher call, training run or exam that finished is repeated.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import shutil
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -27,6 +37,7 @@ from rich.console import Console
 
 from magister.cache import ask
 from magister.errors import ConfigError
+from magister.exams.contamination import Contamination, contamination_summary
 from magister.exams.load import FieldMap, load_exam, pick_fewshot
 from magister.jsonl import lines
 from magister.models.base import Model, load_model, redact
@@ -40,10 +51,10 @@ from magister.teach.dedupe import dedupe
 from magister.teach.strategies import STRATEGIES, Draft, Mined
 from magister.teach.strategies.base import as_item, job_seed
 from magister.teach.train import base_model_dir, train
-from magister.teach.verify import Check, check, verify
+from magister.teach.verify import check, verify
 from magister.types import Exam, Item, Request
 
-STAGES = ("mine", "write", "filter", "train", "exam")
+STAGES = ("mine", "write", "filter", "train", "dev", "exam")
 
 
 @dataclass
@@ -66,7 +77,11 @@ class Round:
     train: dict[str, Any] = field(default_factory=dict)
     exam: dict[str, Any] = field(default_factory=dict)  # run_id, accuracy, ci_low, ci_high, n, correct
     vs_round0: dict[str, Any] | None = None
-    verifier: dict[str, Any] | None = None  # the verifier's check on seed items: trusted or not
+    verifier: dict[str, Any] | None = None  # the verifier's check on seed items: trusted, veto only, or not used
+    dev: dict[str, Any] | None = None  # the dev score of this round's data: source, accuracy, n, correct
+    folds: dict[str, Any] | None = None  # out-of-fold students on this round's data: accuracy, errors per fold
+    contamination: dict[str, Any] | None = None  # drafts rejected as copies of the exam, with a sample
+    rejected_by_label: dict[str, dict[str, int]] = field(default_factory=dict)
     probe: dict[str, Any] | None = None  # `mine: probe`: what the teacher wrote, and how the student did on it
     wall_s: dict[str, float] = field(default_factory=dict)
 
@@ -156,6 +171,7 @@ class Teach:
         fields = FieldMap(input=config.fields.input, reference=config.fields.reference)
         self.seed = load_exam(config.seed, fields, name=f"{config.exam.stem}-seed")
         self.exam = load_exam(config.exam, fields, limit=config.exam_limit)
+        self.dev = load_exam(config.dev, fields, name=f"{config.exam.stem}-dev") if config.dev else None
         self._check_compatible()
         if resume and state.exists():
             saved = json.loads(state.read_text())
@@ -178,11 +194,11 @@ class Teach:
                               "teach needs one kind")
         labels = sorted({label for i in self.seed.items + self.exam.items for label in i.labels or ()})
         if labels:  # one label set for both, even when a slice of either lacks a label
-            for exam in (self.seed, self.exam):
+            for exam in (self.seed, self.exam, *([self.dev] if self.dev else [])):
                 exam.items = [i.model_copy(update={"labels": labels}) for i in exam.items]
         wanted = set(self.config.strategies)
-        if self.exam.items[0].kind.value == "multiple_choice" and wanted & {"similar", "new"}:
-            raise ConfigError("strategies 'similar' and 'new' cannot write multiple-choice options yet; "
+        if self.exam.items[0].kind.value == "multiple_choice" and wanted & {"similar", "new", "contrast"}:
+            raise ConfigError("strategies 'contrast', 'similar' and 'new' cannot write multiple-choice options yet; "
                               "use 'rephrase' and 'explain' for multiple-choice seeds")
 
     # -- the run -----------------------------------------------------------------------------
@@ -206,10 +222,11 @@ class Teach:
                     break
                 self.rounds.append(record)
                 self._save_state()
-                accuracy = record.exam["accuracy"]
-                best, since_best = (accuracy, 0) if accuracy > best else (best, since_best + 1)
+                score = record.dev["accuracy"] if record.dev else None  # the exam is only reported
+                if score is not None:
+                    best, since_best = (score, 0) if score > best else (best, since_best + 1)
                 if config.patience and since_best >= config.patience:
-                    self.stopped = f"no better exam score for {config.patience} round(s)"
+                    self.stopped = f"no better dev score for {config.patience} round(s)"
                     break
                 if record.budget_hit:
                     self.stopped = "teacher budget spent"
@@ -237,9 +254,12 @@ class Teach:
             if stage == "mine":
                 if self.config.mine == "probe":
                     mined = self._mine_probe(record, previous, read_items(previous / "data.jsonl"))
+                elif self.config.mine == "folds":
+                    mined = self._mine_folds(previous)
                 else:
                     mined = self._mine(previous / "model", read_items(previous / "data.jsonl"))
-                write_json(directory / "mined.json", [{"id": m.item.id, "wrong": m.wrong} for m in mined])
+                write_json(directory / "mined.json", [{"id": m.item.id, "wrong": m.wrong, "runner_up": m.runner_up,
+                                                       "margin": m.margin} for m in mined])
                 record.mined = len(mined)
             elif stage == "write":
                 drafts = self._write(self._read_mined(directory, previous), record)
@@ -260,6 +280,8 @@ class Teach:
                                console=self.console, progress=self.progress)
                 record.train = {k: v for k, v in report.to_dict().items() if k != "losses"}
                 write_json(directory / "losses.json", report.losses)
+            elif stage == "dev":
+                record.dev, record.folds = self._dev(number, directory)
             elif stage == "exam":
                 record.exam, grades = self._sit(directory / "model", self.exam)
                 write_json(directory / "grades.json", grades)
@@ -304,14 +326,18 @@ class Teach:
                     instructions=self.exam.instructions)
         return self._missed(model_dir, exam)[0]
 
-    def _missed(self, model_dir: Path, exam: Exam) -> tuple[list[Mined], dict[str, Any]]:
-        """The student in `model_dir` sits `exam`: the items it got wrong with its answers, and the run."""
+    def _graded(self, model_dir: Path, exam: Exam) -> tuple[Any, list[tuple[Any, Any]]]:
+        """The student in `model_dir` sits `exam` (not the held-out exam): its run summary and graded answers."""
         model = load_model(f"hf:{model_dir}")
         try:
             summary = sit(exam, model, self.store, console=self.console, progress=self.progress)
-            graded = self.store.answers(summary.run_id)
+            return summary, self.store.answers(summary.run_id)
         finally:
             model.close()
+
+    def _missed(self, model_dir: Path, exam: Exam) -> tuple[list[Mined], dict[str, Any]]:
+        """The student in `model_dir` sits `exam`: the items it got wrong with its answers, and the run."""
+        summary, graded = self._graded(model_dir, exam)
         items = {i.id: i for i in exam.items}
         missed = [Mined(items[a.item_id], a.text) for a, g in graded if not g.correct]
         sat = {"student_accuracy": summary.accuracy, "student_run": summary.run_id, "missed": len(missed),
@@ -323,6 +349,80 @@ class Teach:
             missed += [Mined(items[item_id], runner_up) for _, item_id, runner_up in right[:near - len(missed)]]
             sat["near_misses"] = len(missed) - sat["missed"]
         return missed, sat
+
+    # -- out of fold: errors against human labels, and the dev score ------------------------
+
+    def _needs_dev_score(self) -> bool:
+        """Whether a decision reads the dev score: choosing the final round among several, or patience."""
+        return self.config.rounds > 0 and (self.config.select == "dev" or self.config.patience is not None)
+
+    def _dev(self, number: int, directory: Path) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """This round's dev score (a `dev:` file, or out-of-fold on the seed), and its fold students' results
+        when the next round mines them. Nothing here reads the held-out exam."""
+        config, scored = self.config, self._needs_dev_score()
+        mines_next = config.mine == "folds" and number < config.rounds
+        folds = self._folds(number, directory) if mines_next or (scored and self.dev is None) else None
+        if self.dev is not None and scored:
+            summary, _ = self._sit(directory / "model", self.dev)
+            return {"source": f"dev file {config.dev.name if config.dev else ''}", **summary}, folds
+        if folds is not None and scored:
+            low, high = wilson(folds["correct"], folds["n"])
+            return {"source": f"{folds['k']}-fold out-of-fold accuracy on the seed", "accuracy": folds["accuracy"],
+                    "ci_low": low, "ci_high": high, "n": folds["n"], "correct": folds["correct"]}, folds
+        return None, folds
+
+    def _folds(self, number: int, directory: Path) -> dict[str, Any]:
+        """k students, each trained on this round's data without one fold of the seed (and without the
+        synthetic items written from that fold's items), sit their held-out fold. Each finished fold is
+        written to `folds/fold-N/answers.json`, so a resume after a kill inside a fold repeats no other fold."""
+        config = self.config
+        data = read_items(directory / "data.jsonl")
+        seed = [i for i in data if "strategy" not in i.meta]
+        fold_of = assign_folds(seed, config.folds)
+        epochs = config.fold_epochs or config.train.epochs
+        settings = config.train.model_copy(update={"epochs": epochs})
+        answers: dict[str, dict[str, Any]] = {}
+        for fold in range(config.folds):
+            where = directory / "folds" / f"fold-{fold}"
+            done = where / "answers.json"
+            if not done.exists():
+                held = {i.id for i in seed if fold_of[i.id] == fold}
+                items = [i for i in data if i.id not in held and i.meta.get("source") not in held]
+                train(self.base, items, self._prompt_exam(), settings, where, console=self.console,
+                      progress=self.progress)
+                exam = Exam(name=f"{self.seed.name}-r{number}-fold{fold}", items=[i for i in seed if i.id in held],
+                            instructions=self.exam.instructions)
+                _, graded = self._graded(where / "model", exam)
+                by_id = {i.id: i for i in exam.items}
+                write_json(done, {a.item_id: fold_answer(by_id[a.item_id], a, bool(g.correct), fold)
+                                  for a, g in graded})
+                for heavy in ("model", "adapter"):  # the answers are what the loop needs; 0.5 GB a fold otherwise
+                    shutil.rmtree(where / heavy, ignore_errors=True)
+            answers.update(json.loads(done.read_text()))
+        correct = sum(a["correct"] for a in answers.values())
+        per_fold = [{"fold": f, "n": sum(a["fold"] == f for a in answers.values()),
+                     "errors": sum(a["fold"] == f and not a["correct"] for a in answers.values())}
+                    for f in range(config.folds)]
+        result = {"k": config.folds, "epochs": epochs, "n": len(answers), "correct": correct,
+                  "accuracy": correct / len(answers) if answers else 0.0, "errors": len(answers) - correct,
+                  "per_fold": per_fold}
+        write_json(directory / "folds.json", {**result, "answers": answers})
+        return result
+
+    def _mine_folds(self, previous: Path) -> list[Mined]:
+        """The seed items the last round's fold students got wrong: real errors against a person's label."""
+        saved = json.loads((previous / "folds.json").read_text())["answers"]
+        items = {i.id: i for i in read_items(previous / "data.jsonl")}
+        return [Mined(items[item_id], a["answer"], a.get("runner_up", ""), a.get("margin"))
+                for item_id, a in saved.items() if not a["correct"] and item_id in items]
+
+    def _student_bar(self, number: int) -> float | None:
+        """The out-of-fold student's accuracy the verifier must beat: the latest fold result before this round."""
+        for earlier in range(number - 1, -1, -1):
+            path = self._dir(earlier) / "folds.json"
+            if path.exists():
+                return float(json.loads(path.read_text())["accuracy"])
+        return None
 
     def _mine_probe(self, record: Round, previous: Path, data: list[Item]) -> list[Mined]:
         """The teacher writes a fresh probe exam (weighted to the labels missed last round); the student
@@ -367,7 +467,8 @@ class Teach:
 
     def _read_mined(self, directory: Path, previous: Path) -> list[Mined]:
         items = {i.id: i for i in read_items(previous / "data.jsonl") + self._probe(directory)}
-        return [Mined(items[m["id"]], m["wrong"]) for m in json.loads((directory / "mined.json").read_text())]
+        return [Mined(items[m["id"]], m["wrong"], m.get("runner_up", ""), m.get("margin"))
+                for m in json.loads((directory / "mined.json").read_text())]
 
     def _write(self, mined: list[Mined], record: Round) -> list[Draft]:
         """Every strategy's jobs, in batches, until the teacher budget is spent."""
@@ -377,7 +478,8 @@ class Teach:
         if config.mine == "probe":  # a missed probe item is training data itself: written and verified already
             drafts.extend(Draft(input=m.item.input, reference=m.item.reference, strategy="probe", source=m.item.id,
                                 replay=True) for m in mined)
-        jobs = [job for m in modules if getattr(m, "teacher", True)
+        descriptions = tuple(config.label_descriptions.items())
+        jobs = [dataclasses.replace(job, descriptions=descriptions) for m in modules if getattr(m, "teacher", True)
                 for job in m.jobs(mined, self.seed.items, config.per_item, config.show_wrong_answer)]
         calls, tokens = self.teacher.calls, self.teacher.tokens
         size = self.teacher.model(config.teacher).batch_size
@@ -406,6 +508,12 @@ class Teach:
             if draft.rationale and draft.reason is None and draft.source in explained:
                 draft.reason = "duplicate: item already explained"
             explained.add(draft.source) if draft.rationale else None
+        index = Contamination(self.exam.items + (self.dev.items if self.dev else []), config.contamination_ngram)
+        for draft in drafts:  # copies of the exam, exact or a long n-gram: not shared phrasing (that is dedupe's)
+            hit = index.find(draft.input) if draft.reason is None and not draft.replay else None
+            if hit:
+                draft.reason = hit.reason()
+        record.contamination = contamination_summary(drafts, self.exam.items + (self.dev.items if self.dev else []))
         record.deduped = dedupe(drafts, {i.id: i.input for i in data}, config.dedupe, config.dedupe_threshold)
         record.deduped += sum(d.reason == "duplicate: item already explained" for d in drafts)
         like = {i.id: i for i in data + probe}
@@ -414,19 +522,23 @@ class Teach:
         shots = pick_fewshot(self.seed.items, config.verify_shots, seed=0)
         mode = config.verify
         calls = tokens = 0
+        veto_at: float | None = None
         needed = any(d.reason is None and not d.replay for d, _ in items)
         if mode != "off" and config.verify_check and needed:  # replays alone need no verifier
-            trial = self._verifier_check(verifier, shots)
+            bar = self._student_bar(record.round) if config.verify_gate == "student" else None
+            trial = check(verifier, self.store, self.seed.items, shots, bar=bar)
             record.verifier = trial.to_dict()
             first = not any(r.verifier for r in self.rounds)  # later checks repeat the same (cached) calls
             calls, tokens = (trial.calls, trial.tokens) if first else (0, 0)
-            mode = mode if trial.trusted else "off"
+            if not trial.trusted:  # a verifier weaker than the student may only veto, where calibrated to
+                veto_at = trial.veto_at if mode == "teacher" else None
+                mode = mode if veto_at is not None else "off"
         with progress_bar(self.console, self.progress) as bar:
             todo = sum(d.reason is None and not d.replay for d, _ in items) if mode != "off" else 0
             task = bar.add_task(f"round {record.round}: verifying", rate="",
                                 total=todo * (config.verify_samples if mode == "majority" else 1))
             more_calls, more_tokens = verify(items, verifier, self.store, mode, config.verify_samples, shots,
-                                             on_calls=lambda k: bar.advance(task, k))
+                                             on_calls=lambda k: bar.advance(task, k), veto_at=veto_at)
         calls, tokens = calls + more_calls, tokens + more_tokens
         if (config.verifier or config.teacher) == config.teacher:
             self.teacher.calls += calls
@@ -437,14 +549,13 @@ class Teach:
         record.kept = len(kept)
         record.rejected = len(drafts) - len(kept) - record.deduped
         record.rejections = dict(Counter(_reason_kind(d.reason) for d in drafts if d.reason))
+        record.rejected_by_label = {label: dict(Counter(_reason_kind(d.reason) for d in drafts
+                                                        if d.reason and d.reference == label))
+                                    for label in sorted({d.reference for d in drafts if d.reason})}
         record.by_strategy = {name: {"generated": sum(d.strategy == name for d in drafts),
                                      "kept": sum(d.strategy == name and d.reason is None for d in drafts)}
                               for name in [*config.strategies, *(["probe"] if config.mine == "probe" else [])]}
         return kept
-
-    def _verifier_check(self, verifier: Model, shots: list[Item]) -> Check:
-        """The verifier on seed items it was not shown, once per run (cached calls cost nothing again)."""
-        return check(verifier, self.store, self.seed.items, shots)
 
     # -- state -------------------------------------------------------------------------------
 
@@ -483,14 +594,16 @@ class Teach:
                                              "rounds": len(self.rounds), "stopped": self.stopped})
 
     def final(self) -> Round:
-        """The last round whose student sat the exam (a round that kept nothing trains no student)."""
-        return [r for r in self.rounds if r.exam][-1]
+        """The round whose student is the result (`choose_round`): never the exam's pick."""
+        number = choose_round([r.to_dict() for r in self.rounds], self.config.select)
+        return next(r for r in self.rounds if r.round == number)
 
     def report(self) -> dict[str, Any]:
         """The run as one JSON-able dict: settings, the untrained student, every round, why it stopped."""
         low, high = (wilson(self.baseline["correct"], self.baseline["n"]) if self.baseline else (None, None))
         return {"config": stored_config(self.config), "baseline": self.baseline,
                 "baseline_ci": [low, high], "rounds": [r.to_dict() for r in self.rounds], "stopped": self.stopped,
+                "chosen_round": self.final().round if any(r.exam for r in self.rounds) else None,
                 "teacher_calls": self.teacher.calls, "teacher_tokens": self.teacher.tokens}
 
 
@@ -503,13 +616,44 @@ def margin(item: Item, answer: Any) -> tuple[float | None, str]:
     return scores[item.reference] - scores[runner_up], runner_up
 
 
+def choose_round(rounds: list[dict[str, Any]], select: str) -> int:
+    """The round whose student is the result: the best dev score (ties: the earlier round, trained on less),
+    or with `select: last` or without dev scores the last round whose student sat the exam."""
+    trained = [r for r in rounds if r.get("exam")]
+    if not trained:
+        raise ValueError("no round trained a student")
+    if select == "dev" and all(r.get("dev") for r in trained):
+        return max(trained, key=lambda r: (r["dev"]["accuracy"], -r["round"]))["round"]
+    return trained[-1]["round"]
+
+
+def assign_folds(items: list[Item], k: int) -> dict[str, int]:
+    """Item id -> fold in 0..k-1: stratified by reference, each label's items dealt round-robin in a fixed
+    order of their ids' hashes, so every round and every rerun holds out the same items."""
+    import hashlib
+
+    order = sorted(items, key=lambda i: (i.reference, hashlib.sha256(i.id.encode()).hexdigest()))
+    return {item.id: number % k for number, item in enumerate(order)}
+
+
+def fold_answer(item: Item, answer: Any, correct: bool, fold: int) -> dict[str, Any]:
+    """What a fold student answered on its held-out item: the answer, the runner-up and the margin."""
+    scores = answer.choice_logprobs or {}
+    runner_up, gap = "", None
+    if scores and item.reference in scores:
+        chosen = answer.text if answer.text in scores else max(scores, key=lambda k: scores[k])
+        runner_up = max((k for k in scores if k != chosen), key=lambda k: scores[k], default="")
+        gap = scores[chosen] - scores[item.reference]
+    return {"answer": answer.text, "correct": correct, "runner_up": runner_up, "margin": gap, "fold": fold}
+
+
 def _reason_kind(reason: str) -> str:
     """A rejection reason without its particulars, for counting ('duplicate of r1-3 (rouge 0.8)' -> 'duplicate')."""
-    for kind in ("duplicate", "verifier", "copies", "empty", "teacher labelled", "no answer", "no rationale",
-                 "rationale does not"):
+    for kind in ("duplicate", "contaminated", "verifier", "copies", "empty", "teacher labelled", "no answer",
+                 "no rationale", "rationale does not"):
         if reason.startswith(kind):
             return kind
     return reason
 
 
-__all__ = ["Teach", "Round"]
+__all__ = ["Round", "Teach", "assign_folds", "choose_round"]

@@ -23,20 +23,22 @@ def _row_cells(row: dict[str, Any]) -> list[str]:
     delta = "-" if not change else f"{change['diff']:+.1%} (p={change['p_value']:.3g})"
     wall = row.get("wall_s", {})
     score = f"{_pct(exam['accuracy'])} [{_pct(exam['ci_low'])}-{_pct(exam['ci_high'])}]" if exam else "not trained"
-    return [str(row["round"]), score, delta,
+    dev = _pct(row["dev"]["accuracy"]) if row.get("dev") else "-"
+    return [str(row["round"]), dev, score, delta,
             f"{row['mined']}/{row['generated']}/{row['deduped']}/{row['rejected']}/{row['kept']}",
             str(row["data"]), str(row["teacher_tokens"]),
             " ".join(f"{k[0]}{v:.0f}" for k, v in wall.items() if v >= 0.5) or "-"]
 
 
-HEADERS = ["round", "accuracy [95% CI]", "vs round 0 (p)", "mined/written/dup/rejected/kept", "data",
+HEADERS = ["round", "dev", "exam accuracy [95% CI]", "vs round 0 (p)", "mined/written/dup/rejected/kept", "data",
            "teacher tokens", "wall s"]
 
 
 def table(report: dict[str, Any]) -> Table:
     title = f"teach: {report['config']['student']} taught by {report['config']['teacher']}"
     out = Table(title=title, caption=f"stopped: {report['stopped']}. {verifier_note(report)}Wall time in seconds per "
-                "stage: m(ine), w(rite), f(ilter: dedupe and verify), t(rain), e(xam). 'vs round 0' is McNemar's "
+                "stage: m(ine), w(rite), f(ilter: dedupe and verify), t(rain), d(ev), e(xam). Decisions (patience, the "
+                "chosen round) read the dev score; the exam is only reported. 'vs round 0' is McNemar's "
                 "exact test on the items, each round's trained model held fixed: it does not count the spread "
                 "between training seeds, which can be larger (compare seeds with magister.stats.runs).")
     for header in HEADERS:
@@ -44,10 +46,13 @@ def table(report: dict[str, Any]) -> Table:
     base = report.get("baseline")
     if base:
         low, high = report["baseline_ci"]
-        out.add_row("base", f"{_pct(base['accuracy'])} [{_pct(low)}-{_pct(high)}]", *["-"] * 4,
+        out.add_row("base", "-", f"{_pct(base['accuracy'])} [{_pct(low)}-{_pct(high)}]", *["-"] * 4,
                     f"e{base.get('wall_s', 0):.0f}")
     for row in report["rounds"]:
-        out.add_row(*_row_cells(row))
+        cells = _row_cells(row)
+        if report.get("chosen_round") == row["round"]:
+            cells[0] += " (chosen)"
+        out.add_row(*cells)
     return out
 
 
@@ -57,9 +62,15 @@ def verifier_note(report: dict[str, Any]) -> str:
     if not checked:
         return ""
     v = checked[0]
-    verdict = "trusted" if v["trusted"] else "not trusted, so new examples were not verified"
-    return (f"Verifier: {v['accuracy']:.0%} right on {v['n']} seed items (95% lower bound {v['ci_low']:.0%}; the most "
-            f"common answer gets {v['majority']:.0%}): {verdict}. ")
+    bar, name = v.get("bar", v["majority"]), v.get("bar_name", "the most common answer")
+    if v["trusted"]:
+        verdict = "trusted"
+    elif v.get("veto_at") is not None:
+        verdict = f"not trusted, so it only vetoed, at confidence >= {v['veto_at']:.2f}"
+    else:
+        verdict = "not trusted, so new examples were not verified"
+    return (f"Verifier: {v['accuracy']:.0%} right on {v['n']} human-labelled seed items (95% lower bound "
+            f"{v['ci_low']:.0%}; {name}: {bar:.0%}): {verdict}. ")
 
 
 def curve_png(report: dict[str, Any]) -> bytes:

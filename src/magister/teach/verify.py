@@ -6,13 +6,23 @@ item, shown a few seed examples as worked examples, without seeing the intended 
 - `majority`: `samples` sampled answers; kept when more than half are right.
 Rejections carry the verifier's answer, so the report can show what was thrown away and why.
 
-Before it is trusted, the verifier sits labelled seed items it was not shown (`check`): a
-verifier no better than always giving the most common answer would only throw away examples
-at random (the embedded 135M model, asked to classify, mostly repeats the first label), so
-its verdicts are then not used, and the report says so.
+Before it is trusted, the verifier sits labelled seed items it was not shown (`check`), and
+must beat a bar on them (the 95% lower bound of its accuracy above it): in a teaching run the
+out-of-fold student's accuracy (a verifier worse than the student would overrule a better
+classifier), elsewhere, or with `verify_gate: majority`, always giving the most common answer.
+A verifier that fails may still **veto**: its disagreement rejects a draft only at a confidence
+(its probability for its own answer, from choice scores) at or above `veto_at`, the lowest at
+which its precision on the seed items reaches the bar; below that its answer is ignored. A
+verifier with no such confidence is not used at all, and the report says so.
 """
 
 from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from magister.cache import ask
 from magister.exams.prompt import build_request
@@ -20,21 +30,28 @@ from magister.graders import auto
 from magister.models.base import Model
 from magister.sit import answer_from
 from magister.store import Store
-from collections import Counter
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from typing import Any
 
 from magister.stats import wilson
 from magister.teach.strategies import Draft
 from magister.types import Exam, Item
 
 
+def confidence(scores: dict[str, float] | None) -> float | None:
+    """The probability of the best-scored answer among the closed set (softmax of the choice log-probabilities)."""
+    if not scores:
+        return None
+    top = max(scores.values())
+    return 1.0 / sum(math.exp(v - top) for v in scores.values())
+
+
 def verify(drafts: list[tuple[Draft, Item]], verifier: Model, store: Store, mode: str, samples: int,
-           shots: list[Item], on_calls: Callable[[int], None] | None = None) -> tuple[int, int]:
+           shots: list[Item], on_calls: Callable[[int], None] | None = None,
+           veto_at: float | None = None) -> tuple[int, int]:
     """Set `reason` on drafts the verifier disagrees with; returns (verifier calls, tokens).
 
-    `on_calls` (progress) is called with the number of verifier requests each batch finished."""
+    With `veto_at`, a disagreement rejects a draft only when the verifier's confidence in its own answer is
+    at least `veto_at`; every verdict is kept in `draft.extra["verifier"]`. `on_calls` (progress) is called
+    with the number of verifier requests each batch finished."""
     todo = [(d, item) for d, item in drafts if d.reason is None and not d.replay]
     if mode == "off" or not todo:
         return 0, 0
@@ -56,18 +73,25 @@ def verify(drafts: list[tuple[Draft, Item]], verifier: Model, store: Store, mode
             on_calls(len(done))
     position = 0
     for (draft, item), plan in zip(todo, plans):
-        grades = [auto(item, answer_from(item, key, c)) for key, c in completions[position:position + len(plan)]]
+        answered = [(c, auto(item, answer_from(item, key, c))) for key, c in completions[position:position + len(plan)]]
         position += len(plan)
+        grades = [g for _, g in answered]
         right = sum(bool(g.correct) for g in grades)
+        sure = confidence(answered[0][0].choice_logprobs) if mode == "teacher" else None
+        said = ", ".join(sorted({str(g.extracted) for g in grades}))
+        draft.extra["verifier"] = {"answer": said, "confidence": sure, "agrees": right * 2 > len(grades)}
         if right * 2 <= len(grades):
-            said = ", ".join(sorted({str(g.extracted) for g in grades}))
-            draft.reason = f"verifier answered '{said}', intended '{item.reference}'"
+            if veto_at is not None and (sure is None or sure < veto_at):
+                continue  # a disagreement below the calibrated confidence is not a veto
+            shown = f" (confidence {sure:.2f})" if sure is not None else ""
+            draft.reason = f"verifier answered '{said}'{shown}, intended '{item.reference}'"
     return calls, tokens
 
 
 @dataclass(frozen=True)
 class Check:
-    """How the verifier did on labelled seed items, against always giving the most common answer."""
+    """How the verifier did on labelled seed items, against the bar it must beat (the out-of-fold student's
+    accuracy, or always giving the most common answer), and from what confidence it may veto."""
 
     n: int
     correct: int
@@ -77,14 +101,26 @@ class Check:
     trusted: bool
     calls: int
     tokens: int
+    bar: float = 0.0
+    bar_name: str = "the most common answer"
+    veto_at: float | None = None  # lowest confidence at which its precision on the seed reaches the bar
+    by_label: dict[str, dict[str, Any]] = field(default_factory=dict)  # label -> answered, precision, recall
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @property
+    def role(self) -> str:
+        """'trusted', 'veto only' or 'not used': what its verdicts do."""
+        return "trusted" if self.trusted else "veto only" if self.veto_at is not None else "not used"
 
-def check(verifier: Model, store: Store, seed: list[Item], shots: list[Item], limit: int = 60) -> Check:
-    """The verifier answers up to `limit` seed items not among its worked examples; trusted when the
-    95% lower bound of its accuracy beats the most-common-answer rate."""
+
+def check(verifier: Model, store: Store, seed: list[Item], shots: list[Item], limit: int = 60,
+          bar: float | None = None, least: int = 10) -> Check:
+    """The verifier answers up to `limit` seed items not among its worked examples; trusted when the 95% lower
+    bound of its accuracy beats `bar` (default: the most-common-answer rate). Also finds `veto_at`: the lowest
+    confidence c such that its precision on the (at least `least`) items answered with confidence >= c is at
+    least the bar."""
     shown = {s.id for s in shots}
     items = [i for i in seed if i.id not in shown][:limit]
     drafts = [(Draft(input=i.input, reference=i.reference, strategy="check", source=i.id), i) for i in items]
@@ -92,6 +128,24 @@ def check(verifier: Model, store: Store, seed: list[Item], shots: list[Item], li
     correct = sum(d.reason is None for d, _ in drafts)
     n = max(len(items), 1)
     majority = max(Counter(i.reference for i in items).values(), default=0) / n
+    threshold = majority if bar is None else bar
     low, _ = wilson(correct, n)
+    sure = sorted(((d.extra["verifier"]["confidence"], d.reason is None) for d, _ in drafts
+                   if d.extra.get("verifier", {}).get("confidence") is not None), key=lambda x: -x[0])
+    veto_at, right = None, 0
+    for number, (level, ok) in enumerate(sure, start=1):
+        right += ok
+        boundary = number == len(sure) or sure[number][0] < level  # every item at this confidence counted
+        if boundary and number >= least and right / number >= threshold:
+            veto_at = level
+    by_label = {}
+    for label in sorted({i.reference for i in items} | {str(d.extra.get("verifier", {}).get("answer")) for d, _ in drafts}):
+        answered = [(d, i) for d, i in drafts if d.extra.get("verifier", {}).get("answer") == label]
+        gold = [(d, i) for d, i in drafts if i.reference == label]
+        by_label[label] = {"answered": len(answered),
+                           "precision": sum(i.reference == label for _, i in answered) / len(answered) if answered else None,
+                           "recall": sum(d.reason is None for d, _ in gold) / len(gold) if gold else None}
     return Check(n=len(items), correct=correct, accuracy=correct / n, ci_low=low, majority=majority,
-                 trusted=bool(low > majority), calls=calls, tokens=tokens)
+                 trusted=bool(low > threshold), calls=calls, tokens=tokens, bar=threshold,
+                 bar_name="the most common answer" if bar is None else "the out-of-fold student",
+                 veto_at=None if low > threshold else veto_at, by_label=by_label)

@@ -302,8 +302,11 @@ def teach_page(directory: Path, name: str | None = None) -> dict[str, Any]:
             "teacher_tokens": row.get("teacher_tokens", 0), "by_strategy": row.get("by_strategy", {}),
             "rejections": row.get("rejections", {}), "wall_s": row.get("wall_s", {}),
             "train": row.get("train", {}), "losses": _read(folder / "losses.json", []),
-            "mined_items": _read(folder / "mined.json", []), "drafts": drafts})
+            "mined_items": _read(folder / "mined.json", []), "drafts": drafts,
+            "dev": row.get("dev"), "folds": row.get("folds"), "verifier": row.get("verifier"),
+            "contamination": row.get("contamination"), "rejected_by_label": row.get("rejected_by_label", {})})
     return {"name": name or directory.name, "path": str(directory), "config": config, "baseline": baseline,
+            "chosen_round": report.get("chosen_round"),
             "stopped": report.get("stopped", state.get("stopped")), "rounds": out_rounds, "changes": changes,
             "teacher_calls": report.get("teacher_calls"), "teacher_tokens": report.get("teacher_tokens")}
 

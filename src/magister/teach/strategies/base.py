@@ -20,10 +20,15 @@ from magister.types import Item, Kind, Message
 
 @dataclass(frozen=True)
 class Mined:
-    """A training item the student answered wrongly, and what it answered."""
+    """A training item the student answered wrongly, and what it answered.
+
+    Out-of-fold mining also records the runner-up (the best other answer) and the margin: how far
+    the student's answer's log-probability was above the reference's (None without choice scores)."""
 
     item: Item
     wrong: str
+    runner_up: str = ""
+    margin: float | None = None
 
 
 @dataclass(frozen=True)
@@ -37,6 +42,8 @@ class Job:
     label: str  # the answer the new examples must have
     examples: tuple[Item, ...] = ()  # seed items shown as a style guide (`new`)
     labels: tuple[str, ...] = ()
+    contrast: tuple[Item, ...] = ()  # seed items of the student's wrong answer (`contrast`)
+    descriptions: tuple[tuple[str, str], ...] = ()  # (label, what it means), from the config
 
 
 @dataclass
