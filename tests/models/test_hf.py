@@ -40,6 +40,20 @@ def test_batched_scores_equal_one_at_a_time(tiny) -> None:  # noqa: ANN001
     assert batched[1].choice_logprobs["yes"] == pytest.approx(float(logprobs[ids[0, -1]]), abs=1e-4)
 
 
+def test_multi_token_candidates_on_the_shared_prompt_cache_equal_full_sequences(tiny) -> None:  # noqa: ANN001
+    """Candidates of several tokens scored on the prompt's key/value cache equal a full forward of prompt + candidate."""
+    request = chat("the movie is good", choices=["good movie", "bad food awful", "yes", "no one two the a"])
+    [completion] = tiny.generate([request])
+    prompt = tiny.tokenizer(tiny.format(request), add_special_tokens=False).input_ids
+    for candidate in request.choices:
+        target = tiny.tokenizer(candidate, add_special_tokens=False).input_ids
+        with torch.no_grad():
+            logprobs = torch.log_softmax(tiny.model(torch.tensor([prompt + target])).logits[0], dim=-1)
+        direct = sum(float(logprobs[len(prompt) - 1 + j, t]) for j, t in enumerate(target))
+        assert completion.choice_logprobs[candidate] == pytest.approx(direct, abs=1e-4), candidate
+    assert tiny.generate([request])[0].choice_logprobs == completion.choice_logprobs  # the same, every time
+
+
 def test_batched_generation_matches_single(tiny) -> None:  # noqa: ANN001
     requests = [chat("good", max_tokens=5), chat("the movie is great great", max_tokens=3)]
     batched = tiny.generate(requests)

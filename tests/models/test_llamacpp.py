@@ -30,14 +30,23 @@ def test_identity_names_the_weights(smol) -> None:  # noqa: ANN001
     assert smol.supports_choices
 
 
-def test_choice_scores_match_full_logits(smol) -> None:  # noqa: ANN001
-    """Scores from last-position logits equal those computed from a logits_all context."""
-    request = classify("I loved it.")
+INTENTS = ["PlayMusic", "SearchScreeningEvent", "AddToPlaylist", "GetWeather"]  # several tokens each
+
+
+@pytest.mark.parametrize("asked", [classify("I loved it."),
+                                     classify("play some jazz").model_copy(update={"choices": INTENTS})],
+                         ids=["labels", "multi-token labels"])
+def test_choice_scores_match_full_logits(smol, asked) -> None:  # noqa: ANN001
+    """Scores from last-position logits (and, for a label of several tokens, its continuation decoded in one
+    call) equal those computed from a logits_all context."""
+    request = asked
     [completion] = smol.generate([request])
     from magister.models.llamacpp import new_llama
 
     reference = new_llama(model_path=str(smol.path), n_ctx=512, logits_all=True, verbose=False)
     prompt = reference.tokenize(smol.format(request).encode(), add_bos=False, special=True)
+    assert any(len(reference.tokenize(c.encode(), add_bos=False)) > 1 for c in request.choices) or \
+        request.choices[0] == "negative"
     for candidate, score in completion.choice_logprobs.items():
         tokens = reference.tokenize(candidate.encode(), add_bos=False)
         reference.reset()

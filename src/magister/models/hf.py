@@ -6,8 +6,8 @@ Specs:
   hf:smollm2                     the embedded SmolLM2 GGUF, through transformers
 
 Runs on a GPU when one is present, else on the CPU. Generation pads on the left and runs a
-batch in one `generate` call; constrained choice scoring runs every (prompt, candidate)
-pair of a batch through one forward pass and sums the candidate tokens' log-probabilities.
+batch in one `generate` call; constrained choice scoring evaluates each prompt once and its
+candidates together on the prompt's key/value cache, summing the candidate tokens' log-probabilities.
 """
 
 from __future__ import annotations
@@ -143,43 +143,47 @@ class HFModel(Model):
         return completions
 
     def _score(self, requests: list[Request]) -> list[Completion]:
-        """Log-probability of every candidate of every request, in padded forward passes.
+        """Log-probability of every candidate of every request: the prompt evaluated once, the candidates together.
 
-        Candidates of one token are read off the last prompt position, so a request needs one
-        sequence per candidate of two or more tokens (at least one): six one-token labels cost
-        one forward pass of the prompt, not six.
+        Each request's prompt runs once (alone, so its scores do not depend on the other requests of the
+        batch) and leaves its key/value cache; every candidate's first token is read off the prompt's last
+        position. The candidates of two or more tokens then run as one batch on top of the shared cache
+        (`past_key_values`, repeated per candidate), and the log-softmax is taken only at the positions read.
         """
         torch = self.torch
         start = time.perf_counter()
         prompts = self._encode([self.format(r) for r in requests])
-        rows: list[tuple[int, list[str], list[int], int]] = []  # request, candidates read, sequence, prompt length
-        for index, (request, prompt) in enumerate(zip(requests, prompts)):
-            tokens = {c: self.tokenizer(c, add_special_tokens=False)["input_ids"] for c in request.choices or []}
-            short = [c for c, t in tokens.items() if len(t) <= 1]
-            long = [c for c, t in tokens.items() if len(t) > 1]
-            for j, candidate in enumerate(long or [None]):
-                read = ([candidate] if candidate else []) + (short if j == 0 else [])
-                rows.append((index, read, prompt + (tokens[candidate] if candidate else []), len(prompt)))
-        scores: list[dict[str, float]] = [{} for _ in requests]
-        pad = self.tokenizer.pad_token_id
-        chunk = self.batch_size * 4
-        for begin in range(0, len(rows), chunk):
-            part = rows[begin:begin + chunk]
-            width = max(len(seq) for _, _, seq, _ in part)
-            ids = torch.tensor([seq + [pad] * (width - len(seq)) for _, _, seq, _ in part], device=self.device)
-            mask = torch.tensor([[1] * len(seq) + [0] * (width - len(seq)) for _, _, seq, _ in part],
-                                device=self.device)
-            with torch.no_grad():
-                logprobs = torch.log_softmax(self.model(input_ids=ids, attention_mask=mask).logits.float(), dim=-1)
-            for row, (index, read, seq, n_prompt) in enumerate(part):
-                for candidate in read:
-                    targets = self.tokenizer(candidate, add_special_tokens=False)["input_ids"]
-                    positions = torch.arange(n_prompt - 1, n_prompt - 1 + len(targets), device=self.device)
-                    scores[index][candidate] = float(logprobs[row, positions, torch.tensor(targets)].sum())
+        with torch.no_grad():
+            scores = [self._score_one(prompt, list(request.choices or [])) for request, prompt in zip(requests, prompts)]
         elapsed = time.perf_counter() - start
         return [Completion(text=max(s, key=s.__getitem__), choice_logprobs=s, prompt_tokens=len(p),
                            latency_s=elapsed / len(requests), finish_reason="choice")
                 for s, p in zip(scores, prompts)]
+
+    def _score_one(self, prompt: list[int], choices: list[str]) -> dict[str, float]:
+        torch = self.torch
+        tokens = {c: self.tokenizer(c, add_special_tokens=False)["input_ids"] or [self.tokenizer.eos_token_id]
+                  for c in choices}
+        out = self.model(input_ids=torch.tensor([prompt], device=self.device), use_cache=True)
+        first = torch.log_softmax(out.logits[0, -1].float(), dim=-1)
+        scores = {c: float(first[t[0]]) for c, t in tokens.items()}
+        long = [c for c, t in tokens.items() if len(t) > 1]
+        if not long:
+            return scores
+        pad = self.tokenizer.pad_token_id
+        fed = [tokens[c][:-1] for c in long]  # the candidate's tokens but its last: each predicts the next one
+        width = max(len(f) for f in fed)
+        ids = torch.tensor([f + [pad] * (width - len(f)) for f in fed], device=self.device)
+        mask = torch.tensor([[1] * (len(prompt) + len(f)) + [0] * (width - len(f)) for f in fed], device=self.device)
+        cache = out.past_key_values
+        cache.batch_repeat_interleave(len(long))
+        logits = self.model(input_ids=ids, attention_mask=mask, past_key_values=cache, use_cache=False).logits
+        for row, candidate in enumerate(long):
+            targets = tokens[candidate][1:]
+            read = logits[row, : len(targets)].float()  # only the positions this candidate needs
+            picked = read.gather(1, torch.tensor(targets, device=self.device)[:, None])[:, 0]
+            scores[candidate] += float((picked - torch.logsumexp(read, dim=-1)).sum())
+        return scores
 
     def close(self) -> None:
         del self.model

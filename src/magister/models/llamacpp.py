@@ -249,17 +249,30 @@ class LlamaCppModel(Model):
         scores: dict[str, float] = {}
         for candidate in request.choices or []:
             tokens = self._memo_tokenize(candidate, special=False)
-            total = float(first[tokens[0]])
-            if len(tokens) > 1:
-                self.llm.n_tokens = n_prompt
-                for previous, token in zip(tokens, tokens[1:]):
-                    self.llm.eval([previous])
-                    total += float(_log_softmax(self._last_logits())[token])
-            scores[candidate] = total
+            scores[candidate] = float(first[tokens[0]]) + (self._continuation(tokens, n_prompt) if len(tokens) > 1
+                                                           else 0.0)
         self.llm.n_tokens = n_prompt  # leave the cache holding the prompt, ready for the next prefix match
         best = max(scores, key=scores.__getitem__)
         return Completion(text=best, choice_logprobs=scores, prompt_tokens=n_prompt, completion_tokens=0,
                           latency_s=time.perf_counter() - start, finish_reason="choice")
+
+    def _continuation(self, tokens: list[int], n_prompt: int) -> float:
+        """Log-probability of a candidate's tokens after its first, on top of the cached prompt: its tokens but
+        the last go through one decode call that keeps the logits of every position, and only the target token
+        and the normaliser are read at each (not a log-softmax of the whole vocabulary per token)."""
+        import numpy as np
+
+        llm, fed = self.llm, tokens[:-1]
+        llm._ctx.kv_cache_seq_rm(-1, n_prompt, -1)  # drop the last candidate's positions
+        llm._batch.set_batch(batch=fed, n_past=n_prompt, logits_all=True)
+        llm._ctx.decode(llm._batch)
+        total, n_vocab = 0.0, llm.n_vocab()
+        for position, target in enumerate(tokens[1:]):
+            row = np.ctypeslib.as_array(self._llama_cpp.llama_get_logits_ith(llm.ctx, position), shape=(n_vocab,))
+            top = float(row.max())
+            total += float(row[target]) - top - float(np.log(np.exp(row - top).sum()))
+        llm.n_tokens = n_prompt
+        return total
 
     def close(self) -> None:
         self.llm.close()
