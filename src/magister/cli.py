@@ -885,7 +885,14 @@ def teach(
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out where it stopped.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Teach a student: fine-tune, mine its errors, have the teacher write new examples, retrain, re-sit."""
+    """Teach a student: fine-tune, mine its errors, have the teacher write new examples, retrain, re-sit.
+
+    The defaults are the teaching benchmark's Magister arm: errors mined out of fold against the seed's \
+human labels (--mine folds), the teacher writing inputs of the human label that could be mistaken for the \
+student's answer (--strategies contrast), a verifier that must beat the out-of-fold student or may only veto \
+(--verify-gate student), exact and 8-gram contamination checks against the exam, and the round chosen by the \
+dev score (--select dev), never by the exam.
+    """
     from magister.teach import Teach, load_config
     from magister.teach import report as teach_report
 

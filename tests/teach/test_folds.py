@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -54,7 +55,8 @@ def test_folds_are_stratified_fixed_and_cover_every_item() -> None:
         assert len(held) == 4 and {i.reference for i in held} == {"a", "b"}
 
 
-def test_fold_mining_finds_errors_that_in_sample_mining_misses(folds_config: TeachConfig) -> None:
+def test_fold_mining_finds_errors_that_in_sample_mining_misses(folds_config: TeachConfig,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     teach = run(folds_config)
     zero, one = teach.rounds
     in_sample = teach._mine(folds_config.out / "round-0" / "model", teach.seed.items)
@@ -71,6 +73,9 @@ def test_fold_mining_finds_errors_that_in_sample_mining_misses(folds_config: Tea
     assert {d["strategy"] for d in drafts} == {"contrast"}
     report = teach.report()
     assert report["chosen_round"] == choose_round(report["rounds"], "dev")
+    monkeypatch.setitem(sys.modules, "fastapi", None)  # the report needs no [web] extra
+    for name in [m for m in sys.modules if m == "magister.web.app"]:
+        monkeypatch.delitem(sys.modules, name)
     page = teach_report.write(report, folds_config.out)["html"].read_text()
     assert "Out of fold" in page and "dev score" in page and "runner-up" in page
 

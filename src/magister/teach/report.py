@@ -105,7 +105,7 @@ def html_page(out: Path) -> str:
     """The teaching run as one standalone HTML file: the same template as `magister view`'s /teach page."""
     from importlib import resources
 
-    from magister.web.app import teach_context
+    from magister.web.charts import teach_context
     from magister.web.data import teach_page
     from magister.web.templates import render
 

@@ -220,7 +220,7 @@ def create_app(store_path: Path | None = None, *, token: str | None = None, who:
     def teach_page(request: Request, name: str) -> Response:
         with store() as s:
             directory = data.teach_dir(s, name)
-        context = teach_context(data.teach_page(directory, name))
+        context = charts.teach_context(data.teach_page(directory, name))
         table = request.query_params.get("table", "examples")
 
         def rows() -> list[dict[str, Any]]:  # ?format=csv|jsonl: every example (default) or the rounds table
@@ -256,12 +256,6 @@ def create_app(store_path: Path | None = None, *, token: str | None = None, who:
         return JSONResponse({"ok": True})
 
     return app
-
-
-def teach_context(page: dict[str, Any], run_link: str = "/runs/") -> dict[str, Any]:
-    """The teaching page's template context: the data plus its two charts."""
-    return {**page, "curve_svg": charts.learning_curve(page["rounds"], page["baseline"]),
-            "loss_svg": charts.loss_curves(page["rounds"]), "run_link": run_link}
 
 
 def serve(host: str = "127.0.0.1", port: int = 8765, store_path: Path | None = None, who: str = "me",

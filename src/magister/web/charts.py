@@ -93,3 +93,9 @@ def reliability(curve: list[dict[str, Any]]) -> str:
                      f'{b["human_right"]:.0%} labelled right</title></circle>')
     parts.append("</svg>")
     return "".join(parts)
+
+
+def teach_context(page: dict[str, Any], run_link: str = "/runs/") -> dict[str, Any]:
+    """The teaching page's template context: the data plus its two charts (no FastAPI: the static report uses it)."""
+    return {**page, "curve_svg": learning_curve(page["rounds"], page["baseline"]),
+            "loss_svg": loss_curves(page["rounds"]), "run_link": run_link}
