@@ -54,6 +54,17 @@ def test_an_untrusted_verifier_vetoes_only_above_its_calibrated_confidence(tmp_p
     assert drafts[1][0].reason is not None and "confidence 0.90" in drafts[1][0].reason  # vetoed: sure
 
 
+def test_selective_labelling_keeps_a_label_only_where_the_verifier_is_precise(tmp_path) -> None:  # noqa: ANN001
+    store = Store(tmp_path / "s.db")
+    unsure = verifier(right_every=1000, sure=0.55, unsure=0.55)  # right, but hesitant, on these items
+    drafts = [(Draft(input="text 7", reference="positive", strategy="write", source="label:positive"), SEED[7]),
+              (Draft(input="text 9", reference="positive", strategy="write", source="label:positive"), SEED[9])]
+    verify(drafts[:1], unsure, store, "teacher", 1, [], keep_at=0.8)
+    verify(drafts[1:], verifier(right_every=1000), store, "teacher", 1, [], keep_at=0.8)
+    assert drafts[0][0].reason and "not precise enough" in drafts[0][0].reason  # agreed, at 0.55 < 0.8
+    assert drafts[1][0].reason is None  # agreed at 0.9
+
+
 def test_a_verifier_with_no_confident_precision_is_not_used(tmp_path) -> None:  # noqa: ANN001
     trial = check(verifier(right_every=2, sure=0.6, unsure=0.6), Store(tmp_path / "s.db"), SEED, [], bar=0.9)
     assert trial.role == "not used" and trial.veto_at is None

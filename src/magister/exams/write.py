@@ -157,7 +157,7 @@ def write_exam(like: Exam, teacher: Model, store: Store, *, n: int, labels: Sequ
                verifier: Model | None = None, samples: int = 3, verify_shots: int = 12, verify_check: bool = True,
                dedupe_method: str = "rouge", threshold: float = 0.7, temperature: float = 0.8, seed: int = 0,
                passes: int = 3, prefix: str = "w", console: Console | None = None, progress: bool = True,
-               verify_bar: float | None = None) -> Written:
+               verify_bar: float | None = None, selective: bool = False) -> Written:
     """Have `teacher` write about `n` new items like `like`'s, filtered and verified.
 
     `avoid`: more items the new ones must not duplicate (earlier training data); `exclude`: items
@@ -165,6 +165,8 @@ def write_exam(like: Exam, teacher: Model, store: Store, *, n: int, labels: Sequ
     the same arguments give the same calls, so a rerun after a kill is served from the cache.
     `verify_bar`: the accuracy the verifier must beat to be trusted (a student's); a verifier below it
     only vetoes, at its calibrated confidence (`magister.teach.verify`). Default: the most common label.
+    `selective`: such a verifier's agreement keeps an item only at that confidence too (selective labelling:
+    where the items' labels are the teacher's, as in a probe exam, they are used only where it is precise).
     """
     items = like.items
     if not items:
@@ -190,6 +192,7 @@ def write_exam(like: Exam, teacher: Model, store: Store, *, n: int, labels: Sequ
     shots = pick_fewshot(items, verify_shots, seed=0)
     checked_verifier = verifier or teacher
     veto_at: float | None = None
+    keep_at: float | None = None
     with progress_bar(console, progress) as bar:
         if verify_mode != "off" and verify_check and kind is Kind.classification:
             trial = check(checked_verifier, store, items, shots, bar=verify_bar)
@@ -199,6 +202,7 @@ def write_exam(like: Exam, teacher: Model, store: Store, *, n: int, labels: Sequ
                 written.tokens += trial.tokens
             if not trial.trusted:
                 veto_at = trial.veto_at if verify_mode == "teacher" else None
+                keep_at = veto_at if selective else None
                 use = f"it only vetoes, at confidence >= {veto_at:.2f}" if veto_at is not None else \
                     "its verdicts are not used"
                 console.print(f"[yellow]The verifier got {trial.accuracy:.0%} of {trial.n} labelled examples right, "
@@ -219,7 +223,7 @@ def write_exam(like: Exam, teacher: Model, store: Store, *, n: int, labels: Sequ
             asks = sum(d.reason is None for d, _ in todo) * (samples if verify_mode == "majority" else 1)
             task = bar.add_task(f"verifying (pass {number + 1})", total=asks if verify_mode != "off" else 0, rate="")
             calls, tokens = verify(todo, checked_verifier, store, verify_mode, samples, shots,
-                                   on_calls=lambda k: bar.advance(task, k), veto_at=veto_at)
+                                   on_calls=lambda k: bar.advance(task, k), veto_at=veto_at, keep_at=keep_at)
             if checked_verifier is teacher:
                 written.calls += calls
                 written.tokens += tokens

@@ -446,7 +446,9 @@ class Teach:
                                  dedupe_method=config.dedupe if config.dedupe != "off" else "rouge",
                                  threshold=config.dedupe_threshold, temperature=config.temperature,
                                  seed=record.round, prefix=f"r{record.round}-probe-", console=self.console,
-                                 progress=self.progress)
+                                 progress=self.progress, selective=True,
+                                 verify_bar=self._student_bar(record.round) if config.verify_gate == "student"
+                                 else None)
             self.teacher.calls += written.calls
             self.teacher.tokens += written.tokens
             record.teacher_calls += written.calls

@@ -46,11 +46,13 @@ def confidence(scores: dict[str, float] | None) -> float | None:
 
 def verify(drafts: list[tuple[Draft, Item]], verifier: Model, store: Store, mode: str, samples: int,
            shots: list[Item], on_calls: Callable[[int], None] | None = None,
-           veto_at: float | None = None) -> tuple[int, int]:
+           veto_at: float | None = None, keep_at: float | None = None) -> tuple[int, int]:
     """Set `reason` on drafts the verifier disagrees with; returns (verifier calls, tokens).
 
     With `veto_at`, a disagreement rejects a draft only when the verifier's confidence in its own answer is
-    at least `veto_at`; every verdict is kept in `draft.extra["verifier"]`. `on_calls` (progress) is called
+    at least `veto_at`. With `keep_at` (selective labelling), an agreement keeps a draft only at a confidence of
+    at least `keep_at`: the label is used only where the verifier is measured to be precise enough. Every
+    verdict is kept in `draft.extra["verifier"]`. `on_calls` (progress) is called
     with the number of verifier requests each batch finished."""
     todo = [(d, item) for d, item in drafts if d.reason is None and not d.replay]
     if mode == "off" or not todo:
@@ -80,6 +82,9 @@ def verify(drafts: list[tuple[Draft, Item]], verifier: Model, store: Store, mode
         sure = confidence(answered[0][0].choice_logprobs) if mode == "teacher" else None
         said = ", ".join(sorted({str(g.extracted) for g in grades}))
         draft.extra["verifier"] = {"answer": said, "confidence": sure, "agrees": right * 2 > len(grades)}
+        if right * 2 > len(grades) and keep_at is not None and (sure is None or sure < keep_at):
+            draft.reason = (f"verifier agreed at confidence {sure if sure is not None else 0:.2f}, below "
+                            f"{keep_at:.2f}: not precise enough there to trust the label")
         if right * 2 <= len(grades):
             if veto_at is not None and (sure is None or sure < veto_at):
                 continue  # a disagreement below the calibrated confidence is not a veto
