@@ -52,7 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from offline_teacher import teacher_path  # noqa: E402
 
 from magister.exams.load import load_exam, pick_fewshot  # noqa: E402
-from magister.exams.write import write_exam  # noqa: E402
+from magister.synth.write import write_exam  # noqa: E402
 from magister.models.base import load_model  # noqa: E402
 from magister.sit import sit  # noqa: E402
 from magister.stats import wilson  # noqa: E402

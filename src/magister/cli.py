@@ -761,10 +761,10 @@ def write(
 ) -> None:
     """Have the teacher write a new exam like the examples: label-balanced, deduplicated, verified."""
     from magister.exams.load import FieldMap, item_row, load_exam
-    from magister.exams.write import write_exam
+    from magister.synth.write import write_exam
     from magister.models.base import load_model
     from magister.store import Store
-    from magister.teach.loop import write_json
+    from magister.jsonl import write_atomic, write_json
 
     if verify not in ("off", "teacher", "majority"):
         raise _fail(f"--verify must be off, teacher or majority, not '{verify}'")
@@ -800,9 +800,7 @@ def write(
         store.close()
     rows = [item_row(i) for i in written.items]
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    partial = out_path.with_name(out_path.name + ".partial")
-    partial.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    partial.replace(out_path)
+    write_atomic(out_path, "".join(json.dumps(r) + "\n" for r in rows))
     rejected_path = out_path.with_name(out_path.stem + ".rejected.json")
     write_json(rejected_path, written.rejected())
     summary = {**written.summary(), "out": str(out_path), "rejected_file": str(rejected_path), "weights": weights}
@@ -895,6 +893,7 @@ dev score (--select dev), never by the exam.
     """
     from magister.teach import Teach, load_config
     from magister.teach import report as teach_report
+    from magister.web import report as web_report
 
     overrides = {"seed": seed, "exam": exam, "fields.input": input, "fields.reference": reference,
                  "teacher": teacher, "student": student, "verifier": verifier, "rounds": rounds,
@@ -920,7 +919,7 @@ dev score (--select dev), never by the exam.
                   f"{settings.out} --resume")
         raise typer.Exit(130) from None
     report = run.report()
-    paths = teach_report.write(report, settings.out)
+    paths = web_report.write(report, settings.out)
     if as_json:
         _print_json(report)
         return

@@ -1,13 +1,35 @@
-"""Read JSONL files of labelled rows, with errors that name the file, line and field."""
+"""Read JSONL files of labelled rows, with errors that name the file, line and field; write files atomically."""
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from magister.errors import DataError
+
+
+def write_atomic(path: Path, text: str | bytes) -> Path:
+    """Write `text` through a temporary file beside `path` and rename it: a kill never leaves half a file."""
+    partial = path.with_name(path.name + ".partial")
+    if isinstance(text, bytes):
+        partial.write_bytes(text)
+    else:
+        partial.write_text(text, encoding="utf-8")
+    os.replace(partial, path)
+    return path
+
+
+def write_json(path: Path, data: Any) -> Path:
+    """`data` as indented JSON, atomically."""
+    return write_atomic(path, json.dumps(data, indent=2, default=str))
+
+
+def write_jsonl(path: Path, rows: Sequence[Any]) -> Path:
+    """One JSON object a line, atomically."""
+    return write_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
 def lines(text: str) -> list[str]:

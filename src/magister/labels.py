@@ -7,11 +7,11 @@ against the people who labelled that run.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from magister.errors import ConfigError
+from magister.jsonl import write_jsonl
 from magister.rankings import find_run
 from magister.store import Store
 
@@ -43,7 +43,4 @@ def write_labels(rows: list[dict[str, Any]], path: Path) -> Path:
     """Write rows as JSONL through a temporary file (never half a file)."""
     if not path.parent.is_dir():
         raise ConfigError(f"{path.parent}: no such folder")
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    partial.replace(path)
-    return path
+    return write_jsonl(path, rows)

@@ -27,11 +27,11 @@ from magister.errors import ConfigError
 from magister.exams.prompt import build_request
 from magister.graders import as_batch, get_grader
 from magister.judges import prompts
+from magister.judges.calibrate import Calibration
 from magister.judges.judge import JUDGED, Judge
 from magister.models.base import Model
-from magister.stats import mean_ci, wilson
 from magister.progress import progress_bar
-from magister.judges.calibrate import Calibration
+from magister.stats import mean_ci, wilson
 from magister.store import Store
 from magister.types import Answer, Completion, Exam, Grade, Item
 

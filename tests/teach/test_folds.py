@@ -11,7 +11,7 @@ import pytest
 from magister.models.mock import MockModel
 from magister.teach import Teach, TeachConfig, TrainConfig
 from magister.teach import loop as teach_loop
-from magister.teach import report as teach_report
+from magister.web import report as web_report
 from magister.teach.loop import assign_folds, choose_round
 from magister.types import Item, Kind
 
@@ -76,7 +76,7 @@ def test_fold_mining_finds_errors_that_in_sample_mining_misses(folds_config: Tea
     monkeypatch.setitem(sys.modules, "fastapi", None)  # the report needs no [web] extra
     for name in [m for m in sys.modules if m == "magister.web.app"]:
         monkeypatch.delitem(sys.modules, name)
-    page = teach_report.write(report, folds_config.out)["html"].read_text()
+    page = web_report.write(report, folds_config.out)["html"].read_text()
     assert "Out of fold" in page and "dev score" in page and "runner-up" in page
 
 

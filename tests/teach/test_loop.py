@@ -13,6 +13,7 @@ from magister.store import Store
 from magister.teach import Teach, TeachConfig
 from magister.teach import loop as teach_loop
 from magister.teach import report as teach_report
+from magister.web import report as web_report
 
 from helpers import scripted
 
@@ -49,7 +50,7 @@ def test_rounds_mine_write_filter_accumulate_and_report(config: TeachConfig) -> 
     assert any(d["meta"].get("rationale") for d in data)  # explain adds rationales
     report = teach.report()
     assert report["baseline"]["n"] == 8 and report["teacher_calls"] == sum(r.teacher_calls for r in rounds)
-    paths = teach_report.write(report, config.out)
+    paths = web_report.write(report, config.out)
     assert paths["png"].read_bytes()[:4] == b"\x89PNG"
     page = paths["html"].read_text()
     assert "Round 1" in page and '<svg class="chart"' in page  # the same template as `magister view`'s /teach

@@ -23,9 +23,9 @@ def test_teach_page_shows_rounds_examples_changes_and_the_training_data(config: 
 
     teach = Teach(config, models={"mock:teacher": MockModel("mock:teacher", respond=scripted)}, progress=False)
     teach.run()
-    from magister.teach import report as teach_report
+    from magister.web import report as web_report
 
-    teach_report.write(teach.report(), config.out)
+    web_report.write(teach.report(), config.out)
     client = TestClient(create_app())
     listed = client.get("/?format=json").json()["teach_runs"]
     assert [t["name"] for t in listed] == ["run"]

@@ -1,0 +1,1 @@
+"""Exams: loading items from files and datasets (`load.py`), and the request an item becomes (`prompt.py`)."""

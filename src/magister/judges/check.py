@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 
 from magister.errors import ConfigError, DataError
+from magister.graders.deterministic import GRADERS
 from magister.jsonl import read_numbered
 from magister.judges import prompts
 from magister.judges.judge import Judge, position_bias
-from magister.graders.deterministic import GRADERS
 from magister.stats.agreement import alt_test, bootstrap_ci, correlations, kappa, paired_kappa_difference
 from magister.store import Store
 from magister.types import Answer, Grade, Item, Kind

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
 import time
 from collections import Counter
@@ -37,21 +36,22 @@ from rich.console import Console
 
 from magister.cache import ask
 from magister.errors import ConfigError
-from magister.exams.contamination import Contamination, contamination_summary
 from magister.exams.load import FieldMap, load_exam, pick_fewshot
-from magister.jsonl import lines
+from magister.jsonl import lines, write_atomic, write_json
 from magister.models.base import Model, load_model, redact
 from magister.progress import progress_bar
 from magister.sit import sit
 from magister.stats import wilson
 from magister.stats.paired import compare
 from magister.store import Store, user_dir
+from magister.synth.contamination import Contamination, contamination_summary
+from magister.synth.dedupe import dedupe
+from magister.synth.drafts import Draft, as_item, reason_kind
+from magister.synth.verify import check, verify
 from magister.teach.config import TeachConfig
-from magister.teach.dedupe import dedupe
-from magister.teach.strategies import STRATEGIES, Draft, Mined
-from magister.teach.strategies.base import as_item, job_seed
+from magister.teach.strategies import STRATEGIES, Mined
+from magister.teach.strategies.base import job_seed
 from magister.teach.train import base_model_dir, train
-from magister.teach.verify import check, verify
 from magister.types import Exam, Item, Request
 
 STAGES = ("mine", "write", "filter", "train", "dev", "exam")
@@ -98,17 +98,8 @@ def stored_config(config: TeachConfig) -> dict[str, Any]:
     return data
 
 
-def write_json(path: Path, data: Any) -> None:
-    """Write JSON through a temporary file, so a kill never leaves half a file."""
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(data, indent=2, default=str))
-    os.replace(partial, path)
-
-
 def write_items(path: Path, items: list[Item]) -> None:
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text("".join(item.model_dump_json() + "\n" for item in items))
-    os.replace(partial, path)
+    write_atomic(path, "".join(item.model_dump_json() + "\n" for item in items))
 
 
 def read_items(path: Path) -> list[Item]:
@@ -427,7 +418,7 @@ class Teach:
     def _mine_probe(self, record: Round, previous: Path, data: list[Item]) -> list[Mined]:
         """The teacher writes a fresh probe exam (weighted to the labels missed last round); the student
         sits it; the probe items it gets wrong are mined, with the teacher's reference."""
-        from magister.exams.write import write_exam
+        from magister.synth.write import write_exam
 
         config, directory = self.config, self._dir(record.round)
         weights = None
@@ -550,8 +541,8 @@ class Teach:
         kept = [item for d, item in items if d.reason is None]
         record.kept = len(kept)
         record.rejected = len(drafts) - len(kept) - record.deduped
-        record.rejections = dict(Counter(_reason_kind(d.reason) for d in drafts if d.reason))
-        record.rejected_by_label = {label: dict(Counter(_reason_kind(d.reason) for d in drafts
+        record.rejections = dict(Counter(reason_kind(d.reason) for d in drafts if d.reason))
+        record.rejected_by_label = {label: dict(Counter(reason_kind(d.reason) for d in drafts
                                                         if d.reason and d.reference == label))
                                     for label in sorted({d.reference for d in drafts if d.reason})}
         record.by_strategy = {name: {"generated": sum(d.strategy == name for d in drafts),
@@ -647,15 +638,6 @@ def fold_answer(item: Item, answer: Any, correct: bool, fold: int) -> dict[str, 
         runner_up = max((k for k in scores if k != chosen), key=lambda k: scores[k], default="")
         gap = scores[chosen] - scores[item.reference]
     return {"answer": answer.text, "correct": correct, "runner_up": runner_up, "margin": gap, "fold": fold}
-
-
-def _reason_kind(reason: str) -> str:
-    """A rejection reason without its particulars, for counting ('duplicate of r1-3 (rouge 0.8)' -> 'duplicate')."""
-    for kind in ("duplicate", "contaminated", "verifier", "copies", "empty", "teacher labelled", "no answer",
-                 "no rationale", "rationale does not"):
-        if reason.startswith(kind):
-            return kind
-    return reason
 
 
 __all__ = ["Round", "Teach", "assign_folds", "choose_round"]

@@ -1,16 +1,17 @@
-"""The teach report: a per-round table for the terminal, and a learning curve (PNG, and an HTML page).
+"""The teach report: a per-round table for the terminal, the report as JSON, and a learning curve (PNG).
 
-Written next to the run: `report.json`, `curve.png` and `report.html`.
+Written next to the run: `report.json` and `curve.png`; `magister.web.report` adds `report.html`.
 """
 
 from __future__ import annotations
 
 import io
-import json
 from pathlib import Path
 from typing import Any
 
 from rich.table import Table
+
+from magister.jsonl import write_atomic, write_json
 
 
 def _pct(value: float | None) -> str:
@@ -101,24 +102,11 @@ def curve_png(report: dict[str, Any]) -> bytes:
     return buffer.getvalue()
 
 
-def html_page(out: Path) -> str:
-    """The teaching run as one standalone HTML file: the same template as `magister view`'s /teach page."""
-    from importlib import resources
-
-    from magister.web.charts import teach_context
-    from magister.web.data import teach_page
-    from magister.web.templates import render
-
-    script = resources.files("magister.web").joinpath("static/app.js").read_text(encoding="utf-8")
-    context = teach_context(teach_page(out), run_link="http://127.0.0.1:8765/runs/")
-    return render("teach.html", standalone=True, inline_js=script, **context)
-
-
 def write(report: dict[str, Any], out: Path) -> dict[str, Path]:
-    """Write report.json, curve.png and report.html (every round, every example) into `out`; returns their paths."""
-    paths = {"json": out / "report.json", "png": out / "curve.png", "html": out / "report.html"}
-    paths["json"].write_text(json.dumps(report, indent=2, default=str))
+    """Write report.json and curve.png into `out`, each atomically; returns their paths. The HTML page is a view
+    (`magister.web.report.write` writes all three)."""
+    paths = {"json": out / "report.json", "png": out / "curve.png"}
+    write_json(paths["json"], report)
     if report["rounds"]:
-        paths["png"].write_bytes(curve_png(report))
-        paths["html"].write_text(html_page(out), encoding="utf-8")
+        write_atomic(paths["png"], curve_png(report))
     return paths

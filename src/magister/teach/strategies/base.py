@@ -12,9 +12,10 @@ small teacher can follow:
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
+from magister.synth.drafts import Draft
 from magister.types import Item, Kind, Message
 
 
@@ -44,20 +45,6 @@ class Job:
     labels: tuple[str, ...] = ()
     contrast: tuple[Item, ...] = ()  # seed items of the student's wrong answer (`contrast`)
     descriptions: tuple[tuple[str, str], ...] = ()  # (label, what it means), from the config
-
-
-@dataclass
-class Draft:
-    """A new example as the teacher wrote it; `reason` is set when it is rejected."""
-
-    input: str
-    reference: str
-    strategy: str
-    source: str
-    rationale: str | None = None
-    reason: str | None = None
-    replay: bool = False  # a copy of a labelled seed item (`replay`): not deduped, not verified
-    extra: dict[str, object] = field(default_factory=dict)
 
 
 class Strategy(Protocol):
@@ -137,12 +124,3 @@ def read_blocks(text: str, job: Job) -> list[Draft]:
         elif draft.input.strip().lower() == job.mined.item.input.strip().lower():
             draft.reason = "copies the mined item"
     return drafts[: job.k]
-
-
-def as_item(draft: Draft, like: Item, id: str) -> Item:
-    """A draft as an Item of the same kind, label set and options as the item it came from."""
-    meta = {"strategy": draft.strategy, "source": draft.source}
-    if draft.rationale:
-        meta["rationale"] = draft.rationale
-    return Item(id=id, input=draft.input, reference=draft.reference, kind=like.kind, labels=like.labels,
-                choices=like.choices, meta=meta)

@@ -33,15 +33,15 @@ from rich.progress import Progress
 
 from magister.cache import ask
 from magister.errors import ConfigError
-from magister.exams.contamination import Contamination, contamination_summary, ngrams
 from magister.exams.load import pick_fewshot
 from magister.exams.prompt import answer_text, question_text
 from magister.models.base import Model
 from magister.progress import progress_bar
 from magister.store import Store
-from magister.teach.dedupe import dedupe, rouge_similarity
-from magister.teach.strategies.base import Draft
-from magister.teach.verify import check, verify
+from magister.synth.contamination import Contamination, contamination_summary, ngrams
+from magister.synth.dedupe import dedupe, rouge_similarity
+from magister.synth.drafts import Draft, as_item, reason_kind
+from magister.synth.verify import check, verify
 from magister.types import Exam, Item, Kind, Message, Request
 
 MARKER = re.compile(r"^\s*(?:\d+\s*[.):]|[-*\u2022]|#+)\s*")
@@ -65,7 +65,7 @@ class Written:
 
     @property
     def rejections(self) -> dict[str, int]:
-        return dict(Counter(_reason_kind(d.reason) for d in self.drafts if d.reason))
+        return dict(Counter(reason_kind(d.reason) for d in self.drafts if d.reason))
 
     def summary(self) -> dict[str, Any]:
         return {"kept": len(self.items), "drafts": len(self.drafts), "calls": self.calls, "tokens": self.tokens,
@@ -164,7 +164,7 @@ def write_exam(like: Exam, teacher: Model, store: Store, *, n: int, labels: Sequ
     they must not copy (the test set), counted as contamination. `seed` picks the sampling seeds:
     the same arguments give the same calls, so a rerun after a kill is served from the cache.
     `verify_bar`: the accuracy the verifier must beat to be trusted (a student's); a verifier below it
-    only vetoes, at its calibrated confidence (`magister.teach.verify`). Default: the most common label.
+    only vetoes, at its calibrated confidence (`magister.synth.verify`). Default: the most common label.
     `selective`: such a verifier's agreement keeps an item only at that confidence too (selective labelling:
     where the items' labels are the teacher's, as in a probe exam, they are used only where it is precise).
     """
@@ -219,7 +219,7 @@ def write_exam(like: Exam, teacher: Model, store: Store, *, n: int, labels: Sequ
                                  shown=shown, temperature=temperature, seed=seed, number=number, bar=bar,
                                  kind=kind)
             _filter(drafts, existing, exclude, dedupe_method, threshold)
-            todo = [(d, _item(d, items[0], f"{prefix}{len(written.drafts) + j}")) for j, d in enumerate(drafts)]
+            todo = [(d, as_item(d, items[0], f"{prefix}{len(written.drafts) + j}")) for j, d in enumerate(drafts)]
             asks = sum(d.reason is None for d, _ in todo) * (samples if verify_mode == "majority" else 1)
             task = bar.add_task(f"verifying (pass {number + 1})", total=asks if verify_mode != "off" else 0, rate="")
             calls, tokens = verify(todo, checked_verifier, store, verify_mode, samples, shots,
@@ -311,18 +311,6 @@ def _contamination(items: list[Item], drafts: list[Draft], exclude: Sequence[Ite
             "rouge_l_nearest_mean": float(nearest.mean()),
             "rouge_l_nearest_max": float(nearest.max()), "at_least_0.5": int((nearest >= 0.5).sum()),
             f"sharing_{n}gram": shared}
-
-
-def _item(draft: Draft, like: Item, id: str) -> Item:
-    return Item(id=id, input=draft.input, reference=draft.reference, kind=like.kind, labels=like.labels,
-                meta={"written_by": "teacher", "strategy": draft.strategy})
-
-
-def _reason_kind(reason: str) -> str:
-    for kind in ("duplicate", "contaminated", "verifier", "surplus", "teacher labelled", "empty", "no answer"):
-        if reason.startswith(kind):
-            return kind
-    return reason
 
 
 __all__ = ["Written", "allocate", "read_lines", "write_exam"]

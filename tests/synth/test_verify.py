@@ -6,8 +6,8 @@ import re
 
 from magister.models.mock import MockModel
 from magister.store import Store
-from magister.teach.strategies import Draft
-from magister.teach.verify import check, verify
+from magister.synth.drafts import Draft
+from magister.synth.verify import check, verify
 from magister.types import Item, Kind, Request
 
 LABELS = ["negative", "positive"]

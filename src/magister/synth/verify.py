@@ -32,7 +32,7 @@ from magister.sit import answer_from
 from magister.store import Store
 
 from magister.stats import wilson
-from magister.teach.strategies import Draft
+from magister.synth.drafts import Draft
 from magister.types import Exam, Item
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from magister.exams.contamination import Contamination, contamination_summary, normalise
-from magister.teach.strategies import Draft
+from magister.synth.contamination import Contamination, contamination_summary, normalise
+from magister.synth.drafts import Draft
 from magister.types import Item, Kind
 
 EXAM = [Item(id="t1", input="What is the capital of Australia ?", reference="location", kind=Kind.classification,

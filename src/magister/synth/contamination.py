@@ -1,6 +1,6 @@
 """Contamination: is a new input a copy of an exam item? Not the same question as deduplication.
 
-Deduplication (ROUGE-L or embeddings, `magister.teach.dedupe`) keeps training data varied, and
+Deduplication (ROUGE-L or embeddings, `magister.synth.dedupe`) keeps training data varied, and
 on short templated questions ("What is the ...?") a ROUGE-L of 0.7 is shared phrasing, not
 leakage. Contamination asks whether the exam's own text reached the training data, with the
 field's standard tests (as GPT-3's and the Llama papers' overlap checks and lm-evaluation-

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from magister.teach.strategies import Draft
+from magister.synth.drafts import Draft
 
 
 def rouge_similarity() -> Callable[[str, Sequence[str]], np.ndarray]:

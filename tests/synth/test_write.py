@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from magister.exams.write import allocate, read_lines, write_exam
 from magister.models.mock import MockModel
 from magister.store import Store
+from magister.synth.write import allocate, read_lines, write_exam
 from magister.types import Exam, Item, Kind, Request
 
 from helpers import NEGATIVE, POSITIVE, label_of

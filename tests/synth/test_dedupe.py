@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from magister.teach.dedupe import dedupe
-from magister.teach.strategies import Draft
+from magister.synth.dedupe import dedupe
+from magister.synth.drafts import Draft
 
 pytest.importorskip("rouge_score")
 
