@@ -85,3 +85,13 @@ def test_replay_copies_each_missed_item_without_the_teacher() -> None:
     drafts = replay.drafts([mined(), mined("Paris", Kind.free_form)])
     assert [(d.input, d.reference, d.source, d.replay, d.reason) for d in drafts] == [
         ("nice film", "positive", "s1", True, None), ("nice film", "Paris", "s1", True, None)]
+
+
+def test_the_config_names_every_strategy_module_and_no_other() -> None:
+    import typing
+
+    from magister.teach.config import TeachConfig
+    from magister.teach.strategies import STRATEGIES
+
+    [literal] = typing.get_args(TeachConfig.model_fields["strategies"].annotation)
+    assert set(typing.get_args(literal)) == set(STRATEGIES)

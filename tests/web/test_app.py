@@ -56,6 +56,21 @@ def test_runs_page_lists_every_run_with_its_interval_and_filters(client: TestCli
     assert len(table) == 3 and {"run_id", "accuracy", "ci_low", "ci_high"} <= set(table[0])
 
 
+def test_a_mixed_exam_gets_one_confusion_matrix_per_label_set(store: Store) -> None:
+    sentiment, answer = ["negative", "positive"], ["no", "yes"]
+    items = [Item(id=f"s{i}", input=f"text {i}", reference=sentiment[i % 2], kind=Kind.classification,
+                  labels=sentiment) for i in range(4)]
+    items += [Item(id=f"q{i}", input=f"question {i}", reference=answer[i % 2], kind=Kind.classification,
+                   labels=answer) for i in range(4)]
+    items += [Item(id="n1", input="2 + 2", reference="4", kind=Kind.numeric)]
+    run = sit(Exam(name="mixed", items=items), load_model("mock:first"), store, progress=False).run_id
+    data = TestClient(create_app()).get(f"/runs/{run}?format=json").json()
+    assert [c["rows"] for c in data["confusions"]] == [sentiment, answer]  # not one 5 x 5 matrix of everything
+    assert [sum(map(sum, c["cells"])) for c in data["confusions"]] == [4, 4]
+    page = TestClient(create_app()).get(f"/runs/{run}").text
+    assert page.count('class="data confusion"') == 2
+
+
 def test_run_page_scores_confusion_and_pages_filters(client: TestClient, runs: dict[str, str]) -> None:
     run = runs["mock:first"]  # always 'negative': 25 right, the 5 'positive' items wrong
     data = client.get(f"/runs/{run}?format=json").json()

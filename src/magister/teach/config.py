@@ -21,9 +21,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from magister.errors import ConfigError, DataError
 from magister.jsonl import read_lines
 
-STRATEGIES = ("contrast", "similar", "rephrase", "explain", "new", "replay")
-
-
 class Fields(BaseModel):
     """Column names of the seed and exam files (guessed from common names when unset)."""
 

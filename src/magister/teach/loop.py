@@ -106,8 +106,8 @@ def read_items(path: Path) -> list[Item]:
     return [Item.model_validate_json(line) for line in lines(path.read_text()) if line.strip()]
 
 
-class Teacher:
-    """The teacher model and what it has spent, loaded on first use (a resumed run may never need it)."""
+class TeacherAccount:
+    """The teacher model (and verifier) and what they have spent against the budget, loaded on first use (a resumed run may never need it)."""
 
     def __init__(self, config: TeachConfig, store: Store) -> None:
         self.config, self.store = config, store
@@ -171,7 +171,7 @@ class Teach:
         self.out.mkdir(parents=True, exist_ok=True)
         self.store = store or Store()
         self.store.put_teach_run(teach_name(self.store, self.out), self.out)
-        self.teacher = Teacher(config, self.store)
+        self.teacher = TeacherAccount(config, self.store)
         self.teacher.models.update(models or {})  # models given by spec (tests pass a scripted teacher)
         self.resuming = resume and state.exists()
         self.rounds: list[Round] = []

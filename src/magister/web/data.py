@@ -91,33 +91,38 @@ def run_page(store: Store, run_id: str, *, wrong: bool = False, unparsed: bool =
     if n and binary == n:
         low, high = wilson(right, n)
         score.update(accuracy=right / n, ci_low=low, ci_high=high)
-    labels = _label_set(store, run)
+    sets = _label_sets(store, run)
+    labels = sorted({label for labels in sets for label in labels})
+    confusions = [_confusion(store, run, labels) for labels in sets]  # one matrix per label set
     return {"run": run_row(run), "config": run.config, "summary": run.summary, "score": score,
-            "confusion": _confusion(store, run, labels) if labels else None,
+            "confusion": confusions[0] if confusions else None, "confusions": confusions,
             "histogram": None if labels else _histogram(store, run), "labels": labels,
             "items": rows, "total": total, "page": page, "pages": max(1, math.ceil(total / per_page)),
             "per_page": per_page, "filters": {"wrong": wrong, "unparsed": unparsed, "label": label, "q": q}}
 
 
-def _label_set(store: Store, run: RunRow) -> list[str]:
+def _label_sets(store: Store, run: RunRow) -> list[list[str]]:
+    """The run's label sets (sentiment labels, option letters, ...): a confusion matrix belongs to one of them."""
     stored = run.config.get("label_sets") or run.config.get("labels")
     if isinstance(stored, list) and stored and isinstance(stored[0], list):
-        stored = sorted({label for labels in stored for label in labels})
+        return [list(labels) for labels in stored]
     if isinstance(stored, list) and stored and all(isinstance(v, str) for v in stored):
-        return list(stored)
+        return [list(stored)]
     kinds = run.config.get("kinds")
     if kinds and set(kinds) <= {"classification", "multiple_choice"}:
-        return [r[0] for r in store.db.execute("SELECT DISTINCT reference FROM items WHERE exam_version = ? "
-                                               "ORDER BY reference", (run.exam_version,))]
+        return [[r[0] for r in store.db.execute("SELECT DISTINCT reference FROM items WHERE exam_version = ? "
+                                                "ORDER BY reference", (run.exam_version,))]]
     return []
 
 
 def _confusion(store: Store, run: RunRow, labels: list[str]) -> dict[str, Any]:
-    """Rows: the reference; columns: what the answer was read as (unparsed answers in their own column)."""
+    """The items whose reference is in `labels`: rows the reference, columns what the answer was read as
+    (unparsed answers in their own column)."""
     cells = store.db.execute(
         "SELECT i.reference, coalesce(g.extracted, ''), count(*) FROM answers a JOIN grades g ON g.run_id = a.run_id "
         "AND g.item_id = a.item_id JOIN items i ON i.exam_version = ? AND i.item_id = a.item_id WHERE a.run_id = ? "
         "GROUP BY 1, 2", (run.exam_version, run.id)).fetchall()
+    cells = [c for c in cells if c[0] in labels]
     seen = {c[1] for c in cells if c[1]} - set(labels)
     columns = labels + sorted(seen) + ["(unparsed)"]
     rows = sorted({c[0] for c in cells} | set(labels), key=lambda r: (r not in labels, labels.index(r)
