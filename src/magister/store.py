@@ -147,11 +147,22 @@ class Store:
         if str(self.path) != ":memory:" and not self.path.exists():  # responses may hold private data: owner only
             self.path.touch(mode=0o600)
         self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-        try:
-            self.db.execute("PRAGMA journal_mode=WAL")
-        except sqlite3.DatabaseError as error:
-            raise ConfigError(f"{self.path}: {error} (not a Magister database, or a damaged one; move it aside "
-                              "and Magister starts a new one)") from None
+        deadline = time.monotonic() + 30
+        while True:  # switching a new file to WAL takes an exclusive lock and does not wait for it by itself
+            try:
+                self.db.execute("PRAGMA journal_mode=WAL")
+                break
+            except sqlite3.OperationalError as error:
+                if "locked" in str(error) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                    continue
+                if "locked" in str(error):
+                    raise ConfigError(f"{self.path}: {error} (another process holds it; try again)") from None
+                raise ConfigError(f"{self.path}: {error} (not a Magister database, or a damaged one; move it aside "
+                                  "and Magister starts a new one)") from None
+            except sqlite3.DatabaseError as error:
+                raise ConfigError(f"{self.path}: {error} (not a Magister database, or a damaged one; move it aside "
+                                  "and Magister starts a new one)") from None
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("PRAGMA foreign_keys=ON")
         self._migrate()

@@ -65,7 +65,7 @@ def test_fold_mining_finds_errors_that_in_sample_mining_misses(folds_config: Tea
     mined = json.loads((folds_config.out / "round-1" / "mined.json").read_text())
     gold = dict(zip((f"s{i}" for i in range(len(TEXTS))), ARBITRARY))
     for m in mined:  # every error is against a person's label, with the runner-up and the margin
-        assert m["wrong"] != gold[m["id"]] and m["runner_up"] == gold[m["id"]] and m["margin"] > 0
+        assert m["wrong"] != gold[m["id"]] == m["gold"] and m["runner_up"] == gold[m["id"]] and m["margin"] > 0
     assert zero.dev and zero.dev["accuracy"] == zero.folds["accuracy"] and "out-of-fold" in zero.dev["source"]
     assert one.dev is not None  # the last round's dev score, for choosing the final round
     assert not list((folds_config.out / "round-0" / "folds").glob("*/model"))  # fold models are not kept

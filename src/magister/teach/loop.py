@@ -249,8 +249,9 @@ class Teach:
                     mined = self._mine_folds(previous)
                 else:
                     mined = self._mine(previous / "model", read_items(previous / "data.jsonl"))
-                write_json(directory / "mined.json", [{"id": m.item.id, "wrong": m.wrong, "runner_up": m.runner_up,
-                                                       "margin": m.margin} for m in mined])
+                write_json(directory / "mined.json", [{"id": m.item.id, "input": m.item.input, "gold": m.item.reference,
+                                                       "wrong": m.wrong, "runner_up": m.runner_up, "margin": m.margin}
+                                                      for m in mined])
                 record.mined = len(mined)
             elif stage == "write":
                 drafts = self._write(self._read_mined(directory, previous), record)
