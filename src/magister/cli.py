@@ -830,7 +830,8 @@ def write(
 @app.command()
 @_guard
 def teach(
-    config: Annotated[Optional[Path], typer.Argument(help="YAML config; every field is also a flag below.")] = None,
+    config: Annotated[Optional[Path], typer.Argument(help="YAML config; every field is also a flag below, or "
+                                                          "--set FIELD=VALUE.")] = None,
     seed: Annotated[Optional[Path], _opt("Labelled training examples (the seed set).")] = None,
     exam: Annotated[Optional[Path], _opt("The held-out exam.")] = None,
     input: Annotated[Optional[str], _opt("Column with the question (seed and exam).", "--input")] = None,
@@ -881,6 +882,10 @@ def teach(
     exam_limit: Annotated[Optional[int], _opt("Use only the first N exam items.")] = None,
     out_dir: Annotated[Optional[Path], _opt("Run directory (default runs/teach).", "--out")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out where it stopped.")] = False,
+    set_fields: Annotated[Optional[list[str]], typer.Option(
+        "--set", help="Any config field, dotted for nested ones, the value read as YAML: --set temperature=0.5 "
+                      "--set train.lora_alpha=32 --set 'label_descriptions={human: a person}'. Repeatable; "
+                      "wins over the flags above.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Teach a student: fine-tune, mine its errors, have the teacher write new examples, retrain, re-sit.
@@ -892,6 +897,7 @@ student's answer (--strategies contrast), a verifier that must beat the out-of-f
 dev score (--select dev), never by the exam.
     """
     from magister.teach import Teach, load_config
+    from magister.teach.config import parse_sets
     from magister.teach import report as teach_report
     from magister.web import report as web_report
 
@@ -907,7 +913,7 @@ dev score (--select dev), never by the exam.
                  "budget.tokens": budget_tokens, "train.method": method, "train.epochs": epochs,
                  "train.lora_r": lora_r, "train.learning_rate": learning_rate, "train.max_length": max_length,
                  "train.seed": train_seed, "exam_limit": exam_limit, "out": out_dir}
-    settings = load_config(config, overrides)
+    settings = load_config(config, {**overrides, **parse_sets(set_fields or [])})
     if train_seeds:
         _teach_seeds(settings, train_seeds, resume, as_json)
         return

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from magister.errors import DataError
-from magister.teach import load_config
+from magister.errors import ConfigError, DataError
+from magister.teach import TeachConfig, load_config
 
 
 def test_yaml_paths_are_relative_to_the_file_and_flags_override(tmp_path: Path) -> None:
@@ -37,3 +37,35 @@ def test_bad_configs_name_the_file_and_field(tmp_path: Path, text: str, match: s
     path.write_text(text)
     with pytest.raises(DataError, match=match):
         load_config(path, {})
+
+
+def leaf_fields(model: type, prefix: str = "") -> list[str]:
+    """Every settable field of a config model, nested ones dotted."""
+    from pydantic import BaseModel
+
+    out = []
+    for name, info in model.model_fields.items():
+        kind = info.annotation
+        if isinstance(kind, type) and issubclass(kind, BaseModel):
+            out += leaf_fields(kind, f"{prefix}{name}.")
+        else:
+            out.append(prefix + name)
+    return out
+
+
+def test_every_field_can_be_set_from_the_command_line(tmp_path: Path) -> None:
+    from magister.teach.config import parse_sets
+
+    sets = ["temperature=0.3", "verify_shots=4", "verify_check=false", "probe_per_call=5", "train.lora_alpha=64",
+            "label_descriptions={human: a person, entity: a thing}", "fold_epochs=2", "select=last"]
+    config = load_config(None, {"seed": "s.jsonl", "exam": "e.jsonl", **parse_sets(sets)})
+    assert (config.temperature, config.verify_shots, config.verify_check, config.probe_per_call) == (0.3, 4, False, 5)
+    assert config.train.lora_alpha == 64 and config.label_descriptions == {"human": "a person", "entity": "a thing"}
+    assert config.fold_epochs == 2 and config.select == "last"
+    assert "train.lora_alpha" in leaf_fields(TeachConfig) and len(leaf_fields(TeachConfig)) > 40
+    for bad in ("temperature", "=3"):
+        with pytest.raises(ConfigError, match="FIELD=VALUE"):
+            parse_sets([bad])
+    with pytest.raises(DataError) as error:  # a wrong value names the field
+        load_config(None, {"seed": "s.jsonl", "exam": "e.jsonl", **parse_sets(["train.lora_alpha=many"])})
+    assert error.value.field == "train.lora_alpha"

@@ -1,4 +1,4 @@
-"""The teach configuration: one YAML file, every field also a `magister teach` flag.
+"""The teach configuration: one YAML file; every field is also a `magister teach` flag or `--set FIELD=VALUE`.
 
     seed: data/trec_seed.jsonl        # labelled training examples (any exam file)
     exam: data/trec_test.jsonl        # the held-out exam
@@ -117,6 +117,23 @@ class TeachConfig(BaseModel):
     train: TrainConfig = Field(default_factory=TrainConfig)
     out: Path = Field(Path("runs/teach"), description="Directory of this run: rounds, models, report.")
     exam_limit: int | None = Field(None, ge=1, description="Use only the first N exam items.")
+
+
+def parse_sets(items: list[str]) -> dict[str, object]:
+    """`--set FIELD=VALUE` pairs as overrides: dotted field names, each value read as YAML (numbers, lists, maps)."""
+    import yaml
+
+    out: dict[str, object] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: write FIELD=VALUE, e.g. --set temperature=0.5")
+        try:
+            out[key.strip()] = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError as error:
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML ({getattr(error, 'problem', error)})") \
+                from None
+    return out
 
 
 def load_config(path: Path | None, overrides: dict[str, object]) -> TeachConfig:
