@@ -10,8 +10,7 @@ harness's decontamination do):
 - **n-gram**: a run of `n` words (default 8; GPT-3 used 13) shared with an exam item. A text
   shorter than `n` words can only be contaminated by an exact match.
 
-`nearest` (ROUGE-L) is for showing a person what a rejected draft came close to, never for
-rejecting it.
+A rejected draft is reported beside the exam item it copies, so a person can see what was thrown away.
 """
 
 from __future__ import annotations
@@ -21,6 +20,7 @@ import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from magister.synth.drafts import Draft
 from magister.types import Item
 
 WORD = re.compile(r"\w+")
@@ -72,31 +72,19 @@ class Contamination:
         return None
 
 
-def nearest(text: str, items: Sequence[Item]) -> tuple[Item | None, float]:
-    """The exam item closest to `text` by ROUGE-L, for showing a person; (None, 0.0) for no items."""
-    if not items:
-        return None, 0.0
-    from rouge_score import rouge_scorer
-
-    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
-    scores = [scorer.score(i.input, text)["rougeL"].fmeasure for i in items]
-    best = max(range(len(items)), key=scores.__getitem__)
-    return items[best], float(scores[best])
-
-
-def contamination_summary(drafts: Sequence[object], exam: Sequence[Item], sample: int = 5) -> dict[str, object]:
+def contamination_summary(drafts: Sequence[Draft], exam: Sequence[Item], sample: int = 5) -> dict[str, object]:
     """Counts of drafts rejected as contamination (exact, n-gram) and a few of them beside their exam item."""
     by_id = {i.id: i for i in exam}
-    rejected = [d for d in drafts if (getattr(d, "reason", None) or "").startswith("contaminated")]
+    rejected = [(d, d.reason) for d in drafts if d.reason and d.reason.startswith("contaminated")]
     shown = []
-    for draft in rejected[:sample]:
-        match = re.search(r"with exam item (\S+)", draft.reason)  # type: ignore[attr-defined]
+    for draft, reason in rejected[:sample]:
+        match = re.search(r"with exam item (\S+)", reason)
         item = by_id.get(match.group(1)) if match else None
-        shown.append({"draft": draft.input, "exam_item": item.id if item else None,  # type: ignore[attr-defined]
-                      "exam_text": item.input if item else None, "reason": draft.reason})  # type: ignore[attr-defined]
-    return {"rejected_exact": sum(" exact match" in d.reason for d in rejected),  # type: ignore[attr-defined]
-            "rejected_ngram": sum("-gram match" in d.reason for d in rejected),  # type: ignore[attr-defined]
+        shown.append({"draft": draft.input, "exam_item": item.id if item else None,
+                      "exam_text": item.input if item else None, "reason": reason})
+    return {"rejected_exact": sum(" exact match" in reason for _, reason in rejected),
+            "rejected_ngram": sum("-gram match" in reason for _, reason in rejected),
             "rejected_sample": shown}
 
 
-__all__ = ["Contamination", "Hit", "contamination_summary", "nearest", "ngrams", "normalise"]
+__all__ = ["Contamination", "Hit", "contamination_summary", "ngrams", "normalise"]

@@ -302,12 +302,9 @@ class Teach:
         return summary
 
     def _sit(self, model_dir: Path, exam: Exam) -> tuple[dict[str, Any], dict[str, bool]]:
-        model = load_model(f"hf:{model_dir}")
-        try:
-            summary = sit(exam, model, self.store, console=self.console, progress=self.progress)
-            grades = {a.item_id: bool(g.correct) for a, g in self.store.answers(summary.run_id)}
-        finally:
-            model.close()
+        """The student in `model_dir` sits the held-out exam (or the dev file): its score and per-item grades."""
+        summary, graded = self._graded(model_dir, exam)
+        grades = {a.item_id: bool(g.correct) for a, g in graded}
         return ({"run_id": summary.run_id, "accuracy": summary.accuracy, "ci_low": summary.ci_low,
                  "ci_high": summary.ci_high, "n": summary.n, "correct": summary.correct}, grades)
 

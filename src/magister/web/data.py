@@ -272,6 +272,13 @@ def teach_dir(store: Store, name: str) -> Path:
     raise ConfigError(f"no teaching run named '{name}' (see the runs page)")
 
 
+def _chosen(rounds: list[dict[str, Any]], config: dict[str, Any]) -> int | None:
+    """The round a teaching run chose, for a run without report.json yet (running, or written by a benchmark)."""
+    from magister.teach.loop import choose_round
+
+    return choose_round(rounds, config.get("select", "last")) if any(r.get("exam") for r in rounds) else None
+
+
 def teach_page(directory: Path, name: str | None = None) -> dict[str, Any]:
     """A teaching run read from its folder: config, baseline, rounds with named columns, losses, the mined
     items with the student's wrong answers, every kept and rejected example, and the items whose grade changed."""
@@ -311,7 +318,7 @@ def teach_page(directory: Path, name: str | None = None) -> dict[str, Any]:
             "dev": row.get("dev"), "folds": row.get("folds"), "verifier": row.get("verifier"),
             "contamination": row.get("contamination"), "rejected_by_label": row.get("rejected_by_label", {})})
     return {"name": name or directory.name, "path": str(directory), "config": config, "baseline": baseline,
-            "chosen_round": report.get("chosen_round"),
+            "chosen_round": report.get("chosen_round", _chosen(rounds, config)),
             "stopped": report.get("stopped", state.get("stopped")), "rounds": out_rounds, "changes": changes,
             "teacher_calls": report.get("teacher_calls"), "teacher_tokens": report.get("teacher_tokens")}
 
