@@ -61,6 +61,7 @@ from magister.stats.runs import compare_runs, runs_interval  # noqa: E402
 from magister.store import Store  # noqa: E402
 from magister.teach import Teach, TeachConfig, TrainConfig  # noqa: E402
 from magister.teach.loop import choose_round  # noqa: E402
+from magister.teach.rundir import RunDir  # noqa: E402
 from magister.teach.seeds import grid  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
@@ -89,48 +90,47 @@ def balanced_seed(n: int, seed: int) -> list[dict]:
 
 def teach_arm(config: TeachConfig, store: Store, round0_from: Path | None = None) -> Path:
     """Run (or finish) one teaching run; round 0 and the untrained baseline copied from `round0_from`."""
-    out = config.out
-    if round0_from is not None and not (out / "state.json").exists():
-        out.mkdir(parents=True, exist_ok=True)
-        for shared in ("baseline.json", "baseline-grades.json"):
-            shutil.copy(round0_from / shared, out / shared)
-        if config.seed == _config_seed(round0_from) and not (out / "round-0").exists():
-            shutil.copytree(round0_from / "round-0", out / "round-0", dirs_exist_ok=True)
-            saved = json.loads((out / "round-0" / "round.json").read_text())
+    out, source = RunDir(config.out), RunDir(round0_from) if round0_from is not None else None
+    if source is not None and not out.state.exists():
+        out.path.mkdir(parents=True, exist_ok=True)
+        shutil.copy(source.baseline, out.baseline)
+        shutil.copy(source.baseline_grades, out.baseline_grades)
+        if config.seed == _config_seed(source.path) and not out.round(0).path.exists():
+            shutil.copytree(source.round(0).path, out.round(0).path, dirs_exist_ok=True)
+            saved = json.loads(out.round(0).record.read_text())
             saved["done"] = [stage for stage in saved["done"] if stage != "dev"]  # this arm's own dev stage
-            (out / "round-0" / "round.json").write_text(json.dumps(saved, indent=2))
-    if not _finished(out):
-        print(f"== {out}", flush=True)
-        Teach(config, resume=(out / "state.json").exists(), store=store).run()
-    return out
+            out.round(0).record.write_text(json.dumps(saved, indent=2))
+    if not _finished(out.path):
+        print(f"== {out.path}", flush=True)
+        Teach(config, resume=out.state.exists(), store=store).run()
+    return out.path
 
 
 def _config_seed(out: Path) -> Path | None:
-    state = out / "state.json"
+    state = RunDir(out).state
     return Path(json.loads(state.read_text())["config"]["seed"]) if state.exists() else None
 
 
 def _finished(out: Path) -> bool:
-    state = out / "state.json"
+    state = RunDir(out).state
     return state.exists() and json.loads(state.read_text()).get("stopped") is not None
 
 
 def rounds_of(out: Path) -> list[dict]:
-    paths = sorted(out.glob("round-*/round.json"), key=lambda p: int(p.parent.name.split("-")[1]))
-    return [json.loads(p.read_text()) for p in paths]
+    return [json.loads(r.record.read_text()) for r in RunDir(out).rounds() if r.record.exists()]
 
 
 def final_round(out: Path) -> dict:
     """The round the run chose (by its dev score, or the last one with `select: last`)."""
     rounds = rounds_of(out)
-    state = json.loads((out / "state.json").read_text())
+    state = json.loads(RunDir(out).state.read_text())
     number = choose_round(rounds, state["config"].get("select", "last"))
     return next(r for r in rounds if r["round"] == number)
 
 
 def grades(out: Path, number: int | None = None) -> dict[str, bool]:
     number = final_round(out)["round"] if number is None else number
-    return json.loads((out / f"round-{number}" / "grades.json").read_text())
+    return json.loads(RunDir(out).round(number).grades.read_text())
 
 
 def record(seed: int, out: Path, number: int | None = None) -> dict:
@@ -235,10 +235,11 @@ def main() -> None:
                                folds=args.folds, fold_epochs=args.fold_epochs)
             here = work / f"seed-{seed}"
             first = here / "seed_only"
-            if seed > 0 and not (first / "baseline.json").exists():  # the untrained student sits the exam once
+            if seed > 0 and not RunDir(first).baseline.exists():  # the untrained student sits the exam once
                 first.mkdir(parents=True, exist_ok=True)
-                for shared in ("baseline.json", "baseline-grades.json"):
-                    shutil.copy(work / "seed-0" / "seed_only" / shared, first / shared)
+                zero, here_first = RunDir(work / "seed-0" / "seed_only"), RunDir(first)
+                shutil.copy(zero.baseline, here_first.baseline)
+                shutil.copy(zero.baseline_grades, here_first.baseline_grades)
             teach_arm(base.model_copy(update={"out": first, "rounds": 0}), store)
             runs["seed_only"].append(record(seed, first, 0))
             graded["seed_only"].append(grades(first, 0))
@@ -248,7 +249,7 @@ def main() -> None:
                 graded["magister"].append(grades(out))
             if "untargeted" in wanted:
                 kept = rounds_of(here / "magister")[-1]["data"] - len(seed_rows)  # what (d) wrote, chosen or not
-                bar = json.loads((here / "magister" / "round-0" / "folds.json").read_text())["accuracy"]
+                bar = json.loads(RunDir(here / "magister").round(0).folds.read_text())["accuracy"]
                 path, info = untargeted(seed_rows, kept, teacher, store, exam.items, work, base, bar, f"s{seed}")
                 extra["untargeted_write"].append({"n": kept, "bar": bar, **info})
                 out = teach_arm(base.model_copy(update={"out": here / "untargeted", "rounds": 0, "seed": path}),
@@ -264,11 +265,11 @@ def main() -> None:
                 graded["llm2llm"].append(grades(out))
             for arm, change in ABLATIONS.items():
                 if arm in wanted:
-                    source = here / "magister" if (here / "magister" / "round-0" / "folds.json").exists() else first
+                    source = here / "magister" if RunDir(here / "magister").round(0).folds.exists() else first
                     out = teach_arm(base.model_copy(update={"out": here / arm, **change}), store, source)
                     runs[arm].append(record(seed, out))
                     graded[arm].append(grades(out))
-        zero = json.loads((work / "seed-0" / "seed_only" / "baseline.json").read_text())
+        zero = json.loads(RunDir(work / "seed-0" / "seed_only").baseline.read_text())
         result["zero_shot"] = {"accuracy": zero["accuracy"],
                                **dict(zip(("ci_low", "ci_high"), wilson(zero["correct"], zero["n"]))),
                                "n": zero["n"], "teacher_tokens": 0, "wall_s": zero.get("wall_s", 0.0)}

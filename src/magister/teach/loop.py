@@ -49,6 +49,7 @@ from magister.synth.dedupe import dedupe
 from magister.synth.drafts import Draft, as_item, reason_kind
 from magister.synth.verify import check, verify
 from magister.teach.config import TeachConfig
+from magister.teach.rundir import RoundDir, RunDir
 from magister.teach.strategies import STRATEGIES, Mined
 from magister.teach.strategies.base import job_seed
 from magister.teach.train import base_model_dir, train
@@ -153,9 +154,10 @@ class Teach:
                  console: Console | None = None, progress: bool = True, models: dict[str, Model] | None = None) -> None:
         self.config = config
         self.out = config.out
+        self.dir = RunDir(config.out)
         self.console = console or Console(stderr=True)
         self.progress = progress
-        state = self.out / "state.json"
+        state = self.dir.state
         if state.exists() and not resume:
             raise ConfigError(f"{self.out} already holds a teach run: pass --resume to continue it, "
                               "or choose another --out")
@@ -232,53 +234,53 @@ class Teach:
     def _round(self, record: Round) -> bool:
         """Run the stages of one round not yet done; False when the round has nothing to train on."""
         number, directory = record.round, self._dir(record.round)
-        directory.mkdir(parents=True, exist_ok=True)
+        directory.path.mkdir(parents=True, exist_ok=True)
         previous = self._dir(number - 1)
         if number == 0:
             record.done = sorted(set(record.done) | {"mine", "write", "filter"})
-            if not (directory / "data.jsonl").exists():
-                write_items(directory / "data.jsonl", self.seed.items)
+            if not (directory.data).exists():
+                write_items(directory.data, self.seed.items)
         for stage in STAGES:
             if stage in record.done:
                 continue
             started = time.perf_counter()
             if stage == "mine":
                 if self.config.mine == "probe":
-                    mined = self._mine_probe(record, previous, read_items(previous / "data.jsonl"))
+                    mined = self._mine_probe(record, previous, read_items(previous.data))
                 elif self.config.mine == "folds":
                     mined = self._mine_folds(previous)
                 else:
-                    mined = self._mine(previous / "model", read_items(previous / "data.jsonl"))
-                write_json(directory / "mined.json", [{"id": m.item.id, "input": m.item.input, "gold": m.item.reference,
+                    mined = self._mine(previous.model, read_items(previous.data))
+                write_json(directory.mined, [{"id": m.item.id, "input": m.item.input, "gold": m.item.reference,
                                                        "wrong": m.wrong, "runner_up": m.runner_up, "margin": m.margin}
                                                       for m in mined])
                 record.mined = len(mined)
             elif stage == "write":
                 drafts = self._write(self._read_mined(directory, previous), record)
-                write_json(directory / "drafts.json", [asdict(d) for d in drafts])
+                write_json(directory.drafts, [asdict(d) for d in drafts])
             elif stage == "filter":
-                drafts = [Draft(**d) for d in json.loads((directory / "drafts.json").read_text())]
-                kept = self._filter(drafts, read_items(previous / "data.jsonl"), record, self._probe(directory))
-                write_json(directory / "drafts.json", [asdict(d) for d in drafts])
-                write_items(directory / "data.jsonl", read_items(previous / "data.jsonl") + kept)
+                drafts = [Draft(**d) for d in json.loads((directory.drafts).read_text())]
+                kept = self._filter(drafts, read_items(previous.data), record, self._probe(directory))
+                write_json(directory.drafts, [asdict(d) for d in drafts])
+                write_items(directory.data, read_items(previous.data) + kept)
             elif stage == "train":
-                data = read_items(directory / "data.jsonl")
+                data = read_items(directory.data)
                 record.data = len(data)
                 if number > 0 and record.kept == 0:
                     self.stopped = "no new example was kept"
                     return False
-                base = previous / "model" if number > 0 and self.config.retrain == "continue" else self.base
-                report = train(base, data, self._prompt_exam(), self.config.train, directory,
+                base = previous.model if number > 0 and self.config.retrain == "continue" else self.base
+                report = train(base, data, self._prompt_exam(), self.config.train, directory.path,
                                console=self.console, progress=self.progress)
                 record.train = {k: v for k, v in report.to_dict().items() if k != "losses"}
-                write_json(directory / "losses.json", report.losses)
+                write_json(directory.losses, report.losses)
             elif stage == "dev":
                 record.dev, record.folds = self._dev(number, directory)
             elif stage == "exam":
-                record.exam, grades = self._sit(directory / "model", self.exam)
-                write_json(directory / "grades.json", grades)
+                record.exam, grades = self._sit(directory.model, self.exam)
+                write_json(directory.grades, grades)
                 if number > 0:
-                    first = json.loads((self._dir(0) / "grades.json").read_text())
+                    first = json.loads((self._dir(0).grades).read_text())
                     shared = [i for i in grades if i in first]
                     record.vs_round0 = compare([grades[i] for i in shared], [first[i] for i in shared],
                                                binary=True).to_dict()
@@ -291,13 +293,13 @@ class Teach:
 
     def _baseline(self) -> dict[str, Any]:
         """The untrained student on the exam (zero-shot), once per run directory."""
-        path = self.out / "baseline.json"
+        path = self.dir.baseline
         if path.exists():
             return json.loads(path.read_text())
         started = time.perf_counter()
         summary, grades = self._sit(self.base, self.exam)
         summary["wall_s"] = time.perf_counter() - started
-        write_json(self.out / "baseline-grades.json", grades)
+        write_json(self.dir.baseline_grades, grades)
         write_json(path, summary)
         return summary
 
@@ -345,14 +347,14 @@ class Teach:
         """Whether a decision reads the dev score: choosing the final round among several, or patience."""
         return self.config.rounds > 0 and (self.config.select == "dev" or self.config.patience is not None)
 
-    def _dev(self, number: int, directory: Path) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    def _dev(self, number: int, directory: RoundDir) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
         """This round's dev score (a `dev:` file, or out-of-fold on the seed), and its fold students' results
         when the next round mines them. Nothing here reads the held-out exam."""
         config, scored = self.config, self._needs_dev_score()
         mines_next = config.mine == "folds" and number < config.rounds
         folds = self._folds(number, directory) if mines_next or (scored and self.dev is None) else None
         if self.dev is not None and scored:
-            summary, _ = self._sit(directory / "model", self.dev)
+            summary, _ = self._sit(directory.model, self.dev)
             return {"source": f"dev file {config.dev.name if config.dev else ''}", **summary}, folds
         if folds is not None and scored:
             low, high = wilson(folds["correct"], folds["n"])
@@ -360,33 +362,33 @@ class Teach:
                     "ci_low": low, "ci_high": high, "n": folds["n"], "correct": folds["correct"]}, folds
         return None, folds
 
-    def _folds(self, number: int, directory: Path) -> dict[str, Any]:
+    def _folds(self, number: int, directory: RoundDir) -> dict[str, Any]:
         """k students, each trained on this round's data without one fold of the seed (and without the
         synthetic items written from that fold's items), sit their held-out fold. Each finished fold is
         written to `folds/fold-N/answers.json`, so a resume after a kill inside a fold repeats no other fold."""
         config = self.config
-        data = read_items(directory / "data.jsonl")
+        data = read_items(directory.data)
         seed = [i for i in data if "strategy" not in i.meta]
         fold_of = assign_folds(seed, config.folds)
         epochs = config.fold_epochs or config.train.epochs
         settings = config.train.model_copy(update={"epochs": epochs})
         answers: dict[str, dict[str, Any]] = {}
         for fold in range(config.folds):
-            where = directory / "folds" / f"fold-{fold}"
-            done = where / "answers.json"
+            where = directory.fold(fold)
+            done = where.answers
             if not done.exists():
                 held = {i.id for i in seed if fold_of[i.id] == fold}
                 items = [i for i in data if i.id not in held and i.meta.get("source") not in held]
-                train(self.base, items, self._prompt_exam(), settings, where, console=self.console,
+                train(self.base, items, self._prompt_exam(), settings, where.path, console=self.console,
                       progress=self.progress)
                 exam = Exam(name=f"{self.seed.name}-r{number}-fold{fold}", items=[i for i in seed if i.id in held],
                             instructions=self.exam.instructions)
-                _, graded = self._graded(where / "model", exam)
+                _, graded = self._graded(where.model, exam)
                 by_id = {i.id: i for i in exam.items}
                 write_json(done, {a.item_id: fold_answer(by_id[a.item_id], a, bool(g.correct), fold)
                                   for a, g in graded})
-                for heavy in ("model", "adapter"):  # the answers are what the loop needs; 0.5 GB a fold otherwise
-                    shutil.rmtree(where / heavy, ignore_errors=True)
+                for heavy in (where.model, where.adapter):  # the answers are what the loop needs; 0.5 GB a fold
+                    shutil.rmtree(heavy, ignore_errors=True)
             answers.update(json.loads(done.read_text()))
         correct = sum(a["correct"] for a in answers.values())
         per_fold = [{"fold": f, "n": sum(a["fold"] == f for a in answers.values()),
@@ -395,37 +397,37 @@ class Teach:
         result = {"k": config.folds, "epochs": epochs, "n": len(answers), "correct": correct,
                   "accuracy": correct / len(answers) if answers else 0.0, "errors": len(answers) - correct,
                   "per_fold": per_fold}
-        write_json(directory / "folds.json", {**result, "answers": answers})
+        write_json(directory.folds, {**result, "answers": answers})
         return result
 
-    def _mine_folds(self, previous: Path) -> list[Mined]:
+    def _mine_folds(self, previous: RoundDir) -> list[Mined]:
         """The seed items the last round's fold students got wrong: real errors against a person's label."""
-        saved = json.loads((previous / "folds.json").read_text())["answers"]
-        items = {i.id: i for i in read_items(previous / "data.jsonl")}
+        saved = json.loads((previous.folds).read_text())["answers"]
+        items = {i.id: i for i in read_items(previous.data)}
         return [Mined(items[item_id], a["answer"], a.get("runner_up", ""), a.get("margin"))
                 for item_id, a in saved.items() if not a["correct"] and item_id in items]
 
     def _student_bar(self, number: int) -> float | None:
         """The out-of-fold student's accuracy the verifier must beat: the latest fold result before this round."""
         for earlier in range(number - 1, -1, -1):
-            path = self._dir(earlier) / "folds.json"
+            path = self._dir(earlier).folds
             if path.exists():
                 return float(json.loads(path.read_text())["accuracy"])
         return None
 
-    def _mine_probe(self, record: Round, previous: Path, data: list[Item]) -> list[Mined]:
+    def _mine_probe(self, record: Round, previous: RoundDir, data: list[Item]) -> list[Mined]:
         """The teacher writes a fresh probe exam (weighted to the labels missed last round); the student
         sits it; the probe items it gets wrong are mined, with the teacher's reference."""
         from magister.synth.write import write_exam
 
         config, directory = self.config, self._dir(record.round)
         weights = None
-        if (previous / "probe.jsonl").exists() and (previous / "mined.json").exists():
-            labels = {i.id: i.reference for i in read_items(previous / "probe.jsonl")}
-            missed = Counter(labels[m["id"]] for m in json.loads((previous / "mined.json").read_text())
+        if (previous.probe).exists() and (previous.mined).exists():
+            labels = {i.id: i.reference for i in read_items(previous.probe)}
+            missed = Counter(labels[m["id"]] for m in json.loads((previous.mined).read_text())
                              if m["id"] in labels)
             weights = {label: 1.0 + missed[label] for label in self.seed.items[0].labels or ()} or None
-        if not (directory / "probe.jsonl").exists():
+        if not (directory.probe).exists():
             self.console.print(f"round {record.round}: the teacher writes a probe exam of {config.probe_size} items")
             verifier = self.teacher.model(config.verifier) if config.verifier else None
             written = write_exam(self.seed, self.teacher.model(config.teacher), self.store, n=config.probe_size,
@@ -443,23 +445,23 @@ class Teach:
             record.teacher_calls += written.calls
             record.teacher_tokens += written.tokens
             record.probe = {**written.summary(), "weights": weights}
-            write_json(directory / "probe-rejected.json", written.rejected())
-            write_items(directory / "probe.jsonl", written.items)
+            write_json(directory.probe_rejected, written.rejected())
+            write_items(directory.probe, written.items)
             self._save_round(record)
         probe = self._probe(directory)
         exam = Exam(name=f"{self.seed.name}-probe-r{record.round}", items=probe, instructions=self.exam.instructions)
-        mined, sat = self._missed(previous / "model", exam)
+        mined, sat = self._missed(previous.model, exam)
         record.probe = {**(record.probe or {}), **sat}
         return mined
 
-    def _probe(self, directory: Path) -> list[Item]:
-        path = directory / "probe.jsonl"
+    def _probe(self, directory: RoundDir) -> list[Item]:
+        path = directory.probe
         return read_items(path) if path.exists() else []
 
-    def _read_mined(self, directory: Path, previous: Path) -> list[Mined]:
-        items = {i.id: i for i in read_items(previous / "data.jsonl") + self._probe(directory)}
+    def _read_mined(self, directory: RoundDir, previous: RoundDir) -> list[Mined]:
+        items = {i.id: i for i in read_items(previous.data) + self._probe(directory)}
         return [Mined(items[m["id"]], m["wrong"], m.get("runner_up", ""), m.get("margin"))
-                for m in json.loads((directory / "mined.json").read_text())]
+                for m in json.loads((directory.mined).read_text())]
 
     def _write(self, mined: list[Mined], record: Round) -> list[Draft]:
         """Every strategy's jobs, in batches, until the teacher budget is spent."""
@@ -552,10 +554,10 @@ class Teach:
 
     def resume_point(self) -> str:
         """Where a resumed run picks up: 'round N, stage S' (or that every round is done)."""
-        if not (self.out / "baseline.json").exists():
+        if not (self.dir.baseline).exists():
             return "the untrained student's exam (baseline)"
         for number in range(self.config.rounds + 1):
-            path = self._dir(number) / "round.json"
+            path = self._dir(number).record
             done = json.loads(path.read_text())["done"] if path.exists() else []
             todo = [stage for stage in STAGES if stage not in done and not (number == 0 and stage in STAGES[:3])]
             if todo:
@@ -565,11 +567,11 @@ class Teach:
     def _prompt_exam(self) -> Exam:
         return Exam(name=self.exam.name, items=[], instructions=self.exam.instructions)
 
-    def _dir(self, number: int) -> Path:
-        return self.out / f"round-{number}"
+    def _dir(self, number: int) -> RoundDir:
+        return self.dir.round(number)
 
     def _load_round(self, number: int) -> Round:
-        path = self._dir(number) / "round.json"
+        path = self._dir(number).record
         if not path.exists():
             return Round(round=number)
         record = Round(**json.loads(path.read_text()))
@@ -578,10 +580,10 @@ class Teach:
         return record
 
     def _save_round(self, record: Round) -> None:
-        write_json(self._dir(record.round) / "round.json", record.to_dict())
+        write_json(self._dir(record.round).record, record.to_dict())
 
     def _save_state(self) -> None:
-        write_json(self.out / "state.json", {"config": stored_config(self.config),
+        write_json(self.dir.state, {"config": stored_config(self.config),
                                              "rounds": len(self.rounds), "stopped": self.stopped})
 
     def final(self) -> Round:

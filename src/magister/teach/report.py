@@ -12,6 +12,7 @@ from typing import Any
 from rich.table import Table
 
 from magister.jsonl import write_atomic, write_json
+from magister.teach.rundir import RunDir
 
 
 def _pct(value: float | None) -> str:
@@ -105,7 +106,7 @@ def curve_png(report: dict[str, Any]) -> bytes:
 def write(report: dict[str, Any], out: Path) -> dict[str, Path]:
     """Write report.json and curve.png into `out`, each atomically; returns their paths. The HTML page is a view
     (`magister.web.report.write` writes all three)."""
-    paths = {"json": out / "report.json", "png": out / "curve.png"}
+    paths = {"json": RunDir(out).report, "png": RunDir(out).curve}
     write_json(paths["json"], report)
     if report["rounds"]:
         write_atomic(paths["png"], curve_png(report))

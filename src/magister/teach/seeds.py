@@ -17,6 +17,7 @@ from typing import Any
 from magister.stats.runs import compare_runs, runs_interval
 from magister.teach.config import TeachConfig
 from magister.teach.loop import Teach
+from magister.teach.rundir import RunDir
 
 
 def seed_config(config: TeachConfig, seed: int) -> TeachConfig:
@@ -28,9 +29,8 @@ def seed_config(config: TeachConfig, seed: int) -> TeachConfig:
 def final_grades(out: Path, round_: int | None = None) -> dict[str, bool]:
     """The grades of round `round_` (default: the last round that trained a student) of a run directory."""
     if round_ is None:
-        trained = sorted(int(p.parent.name.split("-")[1]) for p in out.glob("round-*/grades.json"))
-        round_ = trained[-1]
-    return json.loads((out / f"round-{round_}" / "grades.json").read_text())
+        round_ = [r.number for r in RunDir(out).rounds() if r.grades.exists()][-1]
+    return json.loads(RunDir(out).round(round_).grades.read_text())
 
 
 def grid(runs: Sequence[dict[str, bool]], items: Sequence[str]) -> list[list[bool]]:
@@ -55,7 +55,7 @@ def run_seeds(config: TeachConfig, seeds: Sequence[int], *, resume: bool = False
     outs = []
     for seed in seeds:
         one = seed_config(config, seed)
-        again = resume or (one.out / "state.json").exists() and _finished(one.out)
+        again = resume or RunDir(one.out).state.exists() and _finished(one.out)
         teach = make(one, again) if make else Teach(one, resume=again)
         teach.run()
         outs.append(one.out)
@@ -63,7 +63,7 @@ def run_seeds(config: TeachConfig, seeds: Sequence[int], *, resume: bool = False
 
 
 def _finished(out: Path) -> bool:
-    state = json.loads((out / "state.json").read_text())
+    state = json.loads(RunDir(out).state.read_text())
     return state.get("stopped") is not None
 
 

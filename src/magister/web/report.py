@@ -13,6 +13,7 @@ from typing import Any
 
 from magister.jsonl import write_atomic
 from magister.teach import report as teach_report
+from magister.teach.rundir import RunDir
 from magister.web.charts import teach_context
 from magister.web.data import teach_page
 from magister.web.templates import render
@@ -29,7 +30,7 @@ def write(report: dict[str, Any], out: Path) -> dict[str, Path]:
     """Write report.json, curve.png and report.html into `out`, each atomically; returns their paths."""
     paths = teach_report.write(report, out)
     if report["rounds"]:
-        paths["html"] = write_atomic(out / "report.html", html_page(out))
+        paths["html"] = write_atomic(RunDir(out).report_html, html_page(out))
     return paths
 
 
