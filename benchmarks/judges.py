@@ -310,7 +310,7 @@ def rubric_entries(spec: str, model: object, store: object, path: Path, columns:
     (the match P(yes) and the rubric score, with the rules verdict and token F1), held out the same way."""
     from magister.judges import Judge
     from magister.judges.calibrate import features, fit
-    from magister.judges.check import _agreement, _consensus, check, labelled_answers, labelled_rows
+    from magister.judges.check import _agreement, _consensus, check, labelled_answers, read_labelled
     from magister.graders.deterministic import rules_match
     from magister.stats.agreement import paired_kappa_difference
 
@@ -321,7 +321,7 @@ def rubric_entries(spec: str, model: object, store: object, path: Path, columns:
     print(json.dumps(out[-1]), flush=True)
     if not with_match:
         return out
-    rows, humans = labelled_rows(path, [columns.question, columns.response, *columns.human], columns, limit)
+    rows, humans = read_labelled(path, [columns.question, columns.response, *columns.human], columns, limit)
     items, answers = labelled_answers(rows, columns)
     judge = Judge(model, store)  # type: ignore[arg-type]
     p_yes = [g.score for g in judge.match(items, answers)]  # cached: the match part asked these already

@@ -57,7 +57,7 @@ from magister.models.base import load_model  # noqa: E402
 from magister.sit import sit  # noqa: E402
 from magister.stats import wilson  # noqa: E402
 from magister.stats.paired import compare  # noqa: E402
-from magister.stats.runs import compare_runs, runs_interval  # noqa: E402
+from magister.stats.runs import compare_trainings, runs_interval  # noqa: E402
 from magister.store import Store  # noqa: E402
 from magister.teach import Teach, TeachConfig, TrainConfig  # noqa: E402
 from magister.teach.loop import choose_round  # noqa: E402
@@ -296,7 +296,7 @@ def main() -> None:
              "magister_vs_untargeted": ("magister", "untargeted"), "llm2llm_vs_seed_only": ("llm2llm", "seed_only"),
              "untargeted_vs_seed_only": ("untargeted", "seed_only"),
              **{f"magister_vs_{arm}": ("magister", arm) for arm in ABLATIONS}}
-    detail = {key: {**compare_runs(grid(graded[a], items), grid(graded[b], items)).to_dict(),
+    detail = {key: {**compare_trainings(grid(graded[a], items), grid(graded[b], items)).to_dict(),
                     "per_seed_mcnemar": [paired(x, y) for x, y in zip(graded[a], graded[b])]}
               for key, (a, b) in pairs.items() if graded[a] and graded[b]}
     result["paired"] = {**{key: d["p_value"] for key, d in detail.items()}, "detail": detail,

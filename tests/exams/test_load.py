@@ -260,3 +260,14 @@ def test_more_than_26_options_is_a_clear_error(tmp_path: Path) -> None:
                                                   "choices": [f"o{i}" for i in range(27)]}])
     with pytest.raises(DataError, match=r"wide.jsonl:1: 27 options; multiple choice takes at most 26"):
         load_exam(path)
+
+
+def test_checklist_is_the_items_own_field(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "c.jsonl", [{"question": "Capital of France?", "answer": "Paris",
+                                               "checklist": ["Does it say Paris?", "Is it one word?"]}])
+    item = load_exam(path).items[0]
+    assert item.checklist == ["Does it say Paris?", "Is it one word?"] and "checklist" not in item.meta
+    bad = write_jsonl(tmp_path / "b.jsonl", [{"question": "Q?", "answer": "A", "checklist": "Is it A?"}])
+    with pytest.raises(DataError, match="checklist") as error:
+        load_exam(bad)
+    assert "b.jsonl:1:" in str(error.value)

@@ -68,7 +68,7 @@ def test_checklist_is_written_by_the_judge_and_scored_per_question(store: Store)
 
 def test_checklist_given_with_the_item_and_the_fallback(store: Store) -> None:
     judge = Judge(MockModel("mock:text=yes"), store)
-    given = item().model_copy(update={"meta": {"checklist": ["Is it Paris?", "Is it short?", "Is it polite?"]}})
+    given = item().model_copy(update={"checklist": ["Is it Paris?", "Is it short?", "Is it polite?"]})
     [(questions, written)] = judge.checklists([given])
     assert questions == ["Is it Paris?", "Is it short?", "Is it polite?"] and not written
     [(fallback, written)] = judge.checklists([item()])  # the judge wrote "yes": no checklist in it

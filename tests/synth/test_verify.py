@@ -7,7 +7,7 @@ import re
 from magister.models.mock import MockModel
 from magister.store import Store
 from magister.synth.drafts import Draft
-from magister.synth.verify import check, verify
+from magister.synth.verify import check_verifier, verify
 from magister.types import Item, Kind, Request
 
 LABELS = ["negative", "positive"]
@@ -32,17 +32,17 @@ def verifier(right_every: int, sure: float = 0.9, unsure: float = 0.55) -> MockM
 def test_a_verifier_weaker_than_the_student_is_not_trusted(tmp_path) -> None:  # noqa: ANN001
     store = Store(tmp_path / "s.db")
     weak = verifier(right_every=4)  # 75% right
-    against_student = check(weak, store, SEED, [], bar=0.9)
+    against_student = check_verifier(weak, store, SEED, [], bar=0.9)
     assert not against_student.trusted and against_student.bar_name == "the out-of-fold student"
     assert 0.7 < against_student.accuracy < 0.8
-    against_majority = check(weak, store, SEED, [])  # the old gate: it beats always saying one label
+    against_majority = check_verifier(weak, store, SEED, [])  # the old gate: it beats always saying one label
     assert against_majority.trusted and against_majority.bar == 0.5
-    assert check(verifier(right_every=1000), store, SEED, [], bar=0.9).trusted  # ~100% right: beats the student
+    assert check_verifier(verifier(right_every=1000), store, SEED, [], bar=0.9).trusted  # ~100% right: beats the student
 
 
 def test_an_untrusted_verifier_vetoes_only_above_its_calibrated_confidence(tmp_path) -> None:  # noqa: ANN001
     store = Store(tmp_path / "s.db")
-    trial = check(verifier(right_every=4), store, SEED, [], bar=0.9)
+    trial = check_verifier(verifier(right_every=4), store, SEED, [], bar=0.9)
     assert trial.role == "veto only" and trial.veto_at is not None and 0.55 < trial.veto_at <= 0.9
     assert trial.by_label["positive"]["answered"] > 0 and trial.by_label["positive"]["precision"] is not None
     # drafts the verifier contradicts: hesitantly (item 4, a wrong answer at 0.55), confidently (a mislabel)
@@ -66,5 +66,5 @@ def test_selective_labelling_keeps_a_label_only_where_the_verifier_is_precise(tm
 
 
 def test_a_verifier_with_no_confident_precision_is_not_used(tmp_path) -> None:  # noqa: ANN001
-    trial = check(verifier(right_every=2, sure=0.6, unsure=0.6), Store(tmp_path / "s.db"), SEED, [], bar=0.9)
+    trial = check_verifier(verifier(right_every=2, sure=0.6, unsure=0.6), Store(tmp_path / "s.db"), SEED, [], bar=0.9)
     assert trial.role == "not used" and trial.veto_at is None

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from magister.models.mock import MockModel
 from magister.store import Store
-from magister.synth.write import allocate, read_lines, write_exam
+from magister.synth.write import allocate, parse_drafts, write_exam
 from magister.types import Exam, Item, Kind, Request
 
 from helpers import NEGATIVE, POSITIVE, label_of
@@ -66,17 +66,17 @@ def test_read_lines_copes_with_what_small_teachers_write() -> None:
             '2) "Where is Mount Fuji?"\n- **Which river runs through Cairo?**\n'
             "Question: Where do penguins live? (label: location)\nInput: What is the capital of Peru? "
             "Answer: location\nThese cover several regions.")
-    pairs = read_lines(text, "location")
+    pairs = parse_drafts(text, "location")
     assert [p[0] for p in pairs] == ["What city is the Eiffel Tower in?", "Where is Mount Fuji?",
                                      "Which river runs through Cairo?", "Where do penguins live?",
                                      "What is the capital of Peru?"]
     assert pairs[3][1] == "location"
-    free = read_lines("Input: What is 2 + 3?\nAnswer: 5\n\nInput: What is 4 * 4?\nAnswer: 16", None)
+    free = parse_drafts("Input: What is 2 + 3?\nAnswer: 5\n\nInput: What is 4 * 4?\nAnswer: 16", None)
     assert free == [("What is 2 + 3?", "5"), ("What is 4 * 4?", "16")]
-    assert read_lines("Where is Rome?\nWhere is Oslo?", "location") == [("Where is Rome?", None),
+    assert parse_drafts("Where is Rome?\nWhere is Oslo?", "location") == [("Where is Rome?", None),
                                                                           ("Where is Oslo?", None)]
-    assert read_lines("I cannot help with that.", "location") == [("I cannot help with that.", None)]
-    assert read_lines("Sure, here you go:", "location") == []
+    assert parse_drafts("I cannot help with that.", "location") == [("I cannot help with that.", None)]
+    assert parse_drafts("Sure, here you go:", "location") == []
 
 
 def test_allocate_is_balanced_or_weighted_and_sums_to_n() -> None:

@@ -62,7 +62,7 @@ def item_row(item: Item) -> dict[str, Any]:
     `load_exam` reads back to the same item."""
     return {"id": item.id, "input": item.input, "reference": item.reference, "kind": item.kind.value,
             **({"labels": item.labels} if item.labels else {}), **({"choices": item.choices} if item.choices else {}),
-            **item.meta}
+            **({"checklist": item.checklist} if item.checklist else {}), **item.meta}
 
 
 def pick_fewshot(items: list[Item], k: int, seed: int = 0) -> list[Item]:
@@ -334,9 +334,14 @@ def _items_from_rows(rows: list[tuple[int, dict[str, Any]]], fields: FieldMap, l
             if reference not in labels:
                 raise DataError(f"label '{reference}' is not in the label set {labels}", path=label, line=line,
                                 field=ref_col)
-        meta = {k: v for k, v in meta.items() if k not in ("kind", "labels")}
+        checklist = meta.get("checklist")
+        if checklist is not None and not (isinstance(checklist, list) and all(isinstance(q, str) for q in checklist)):
+            raise DataError("a checklist is a list of yes/no questions (strings)", path=label, line=line,
+                            field="checklist")
+        meta = {k: v for k, v in meta.items() if k not in ("kind", "labels", "checklist")}
         items.append(Item(id=item_id, input=text, reference=reference, kind=kind, labels=labels,
-                          choices=choices if kind is Kind.multiple_choice else None, meta=meta))
+                          choices=choices if kind is Kind.multiple_choice else None, checklist=checklist or None,
+                          meta=meta))
     return items
 
 

@@ -52,7 +52,7 @@ def _label(value: Any, threshold: float | None) -> Any:
     return bool(value) if isinstance(value, bool) or value in (0, 1) else value
 
 
-def labelled_rows(path: str | Path, needed: list[str], columns: Columns,
+def read_labelled(path: str | Path, needed: list[str], columns: Columns,
                   limit: int | None) -> tuple[list[dict[str, Any]], list[list[Any]]]:
     """The rows and each human column's labels, checked before any judge call: a rating that is not a
     finite number (with --match-threshold), or a missing or NaN label, names its line and field."""
@@ -190,7 +190,7 @@ def _calibrate(rows: list[dict[str, Any]], items: list[Item], grades: list[Grade
 
 def _check_deterministic(path: str | Path, grader: str, columns: Columns, limit: int | None,
                          started: float) -> dict[str, Any]:
-    rows, humans = labelled_rows(path, [columns.question, columns.response, *columns.human], columns, limit)
+    rows, humans = read_labelled(path, [columns.question, columns.response, *columns.human], columns, limit)
     items, answers = labelled_answers(rows, columns)
     grades = [GRADERS[grader](i, a) for i, a in zip(items, answers)]
     verdicts = [bool(g.correct) for g in grades]
@@ -236,7 +236,7 @@ def check(path: str | Path, grader: str, judge: Judge | None, columns: Columns, 
         raise ConfigError(f"grader '{grader}' needs a judge")
     report: dict[str, Any] = {"path": str(path), "grader": grader, "judge": judge.model.spec, "guarded": judge.guarded}
     if grader == "pairwise":
-        rows, humans = labelled_rows(path, [columns.instruction, columns.response_a, columns.response_b,
+        rows, humans = read_labelled(path, [columns.instruction, columns.response_a, columns.response_b,
                                             *columns.human], replace(columns, match_threshold=None), limit)
         pairs = [(r[columns.instruction], r[columns.response_a], r[columns.response_b]) for r in rows]
         verdicts = judge.pairwise(pairs)
@@ -249,7 +249,7 @@ def check(path: str | Path, grader: str, judge: Judge | None, columns: Columns, 
         sample = pairs[:REPEAT_SAMPLE]
         report["repeat_agreement"] = _repeat_agreement(lambda j: [v.winner for v in j.pairwise(sample)], judge)
     elif grader in ("match", "checklist", "rubric"):
-        rows, humans = labelled_rows(path, [columns.question, columns.response, *columns.human], columns, limit)
+        rows, humans = read_labelled(path, [columns.question, columns.response, *columns.human], columns, limit)
         items, answers = labelled_answers(rows, columns)
 
         def grade_all(j: Judge, its: list[Item] = items, ans: list[Answer] = answers) -> list[Grade]:

@@ -4,7 +4,7 @@
   from the judge's log-probabilities when the backend scores choices, a parsed verdict
   otherwise.
 - `checklist` (RocketEval, TICK): the judge writes 2-8 yes/no questions per item from the
-  question and reference (or uses `item.meta["checklist"]`), answers each in its own call,
+  question and reference (or uses the item's own `checklist`), answers each in its own call,
   and the score is the weighted mean of the P(yes) values.
 - `rubric`: a 1..N score against a rubric; the expected score over the score tokens'
   probabilities when available, the parsed digit otherwise; normalised to [0, 1].
@@ -199,14 +199,14 @@ class Judge:
 
     def checklists(self, items: Sequence[Item]) -> list[tuple[list[str], bool]]:
         """Each item's checklist, and whether it came from the judge (False: given with the item, or fallback)."""
-        todo = [i for i in items if not i.meta.get("checklist")]
+        todo = [i for i in items if not i.checklist]
         written = self._run([prompts.write_checklist(i.input, i.reference or None) for i in todo], None,
                             max_tokens=200)
         parsed = {item.id: parse_checklist(c.text) for item, c in zip(todo, written)}
         out = []
         for item in items:
-            if item.meta.get("checklist"):
-                out.append((list(item.meta["checklist"]), False))
+            if item.checklist:
+                out.append((list(item.checklist), False))
             else:
                 questions = parsed[item.id]
                 out.append((questions, True) if questions else (FALLBACK_CHECKLIST, False))

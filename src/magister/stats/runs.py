@@ -86,7 +86,7 @@ def runs_interval(grades: Sequence[Sequence[float]], confidence: float = 0.95) -
     return replace(estimate, ci_low=max(0.0, estimate.ci_low), ci_high=min(1.0, estimate.ci_high))
 
 
-def compare_runs(a: Sequence[Sequence[float]], b: Sequence[Sequence[float]],
+def compare_trainings(a: Sequence[Sequence[float]], b: Sequence[Sequence[float]],
                  confidence: float = 0.95) -> RunsEstimate:
     """A minus B, paired by training seed (row) and item (column): the difference, its interval and p-value."""
     x, y = _grid(a), _grid(b)

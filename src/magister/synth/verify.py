@@ -120,7 +120,7 @@ class Check:
         return "trusted" if self.trusted else "veto only" if self.veto_at is not None else "not used"
 
 
-def check(verifier: Model, store: Store, seed: list[Item], shots: list[Item], limit: int = 60,
+def check_verifier(verifier: Model, store: Store, seed: list[Item], shots: list[Item], limit: int = 60,
           bar: float | None = None, least: int = 10) -> Check:
     """The verifier answers up to `limit` seed items not among its worked examples; trusted when the 95% lower
     bound of its accuracy beats `bar` (default: the most-common-answer rate). Also finds `veto_at`: the lowest

@@ -41,7 +41,7 @@ from magister.store import Store
 from magister.synth.contamination import Contamination, contamination_summary, ngrams
 from magister.synth.dedupe import dedupe, rouge_similarity
 from magister.synth.drafts import Draft, as_item, reason_kind
-from magister.synth.verify import check, verify
+from magister.synth.verify import check_verifier, verify
 from magister.types import Exam, Item, Kind, Message, Request
 
 MARKER = re.compile(r"^\s*(?:\d+\s*[.):]|[-*\u2022]|#+)\s*")
@@ -88,7 +88,7 @@ def allocate(n: int, labels: Sequence[str], weights: dict[str, float] | None = N
     return share
 
 
-def read_lines(text: str, label: str | None) -> list[tuple[str, str | None]]:
+def parse_drafts(text: str, label: str | None) -> list[tuple[str, str | None]]:
     """(input, answer) pairs from a teacher's text; `label` fixes the answer (classification).
 
     Reads `Input:`/`Question:` fields (with `Answer:` on the same or the next line), numbered or
@@ -195,7 +195,7 @@ def write_exam(like: Exam, teacher: Model, store: Store, *, n: int, labels: Sequ
     keep_at: float | None = None
     with progress_bar(console, progress) as bar:
         if verify_mode != "off" and verify_check and kind is Kind.classification:
-            trial = check(checked_verifier, store, items, shots, bar=verify_bar)
+            trial = check_verifier(checked_verifier, store, items, shots, bar=verify_bar)
             written.verifier = trial.to_dict()
             if checked_verifier is teacher:  # the check is teacher spend too
                 written.calls += trial.calls
@@ -262,7 +262,7 @@ def _write_pass(jobs: list[tuple[str, int]], *, like: list[Item], teacher: Model
             written.calls += 1
             written.tokens += completion.prompt_tokens + completion.completion_tokens
             made += 0 if completion.cached else completion.completion_tokens
-            pairs = read_lines(completion.text, label if kind is Kind.classification else None)[:per_call]
+            pairs = parse_drafts(completion.text, label if kind is Kind.classification else None)[:per_call]
             if not pairs:
                 written.parse_failures += 1
             for text, answer in pairs:
@@ -313,4 +313,4 @@ def _contamination(items: list[Item], drafts: list[Draft], exclude: Sequence[Ite
             f"sharing_{n}gram": shared}
 
 
-__all__ = ["Written", "allocate", "read_lines", "write_exam"]
+__all__ = ["Written", "allocate", "parse_drafts", "write_exam"]

@@ -47,7 +47,7 @@ from magister.store import Store, user_dir
 from magister.synth.contamination import Contamination, contamination_summary
 from magister.synth.dedupe import dedupe
 from magister.synth.drafts import Draft, as_item, reason_kind
-from magister.synth.verify import check, verify
+from magister.synth.verify import check_verifier, verify
 from magister.teach.config import TeachConfig
 from magister.teach.rundir import RoundDir, RunDir
 from magister.teach.strategies import STRATEGIES, Mined
@@ -519,7 +519,7 @@ class Teach:
         needed = any(d.reason is None and not d.replay for d, _ in items)
         if mode != "off" and config.verify_check and needed:  # replays alone need no verifier
             bar = self._student_bar(record.round) if config.verify_gate == "student" else None
-            trial = check(verifier, self.store, self.seed.items, shots, bar=bar)
+            trial = check_verifier(verifier, self.store, self.seed.items, shots, bar=bar)
             record.verifier = trial.to_dict()
             first = not any(r.verifier for r in self.rounds)  # later checks repeat the same (cached) calls
             calls, tokens = (trial.calls, trial.tokens) if first else (0, 0)

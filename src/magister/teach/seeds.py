@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from magister.stats.runs import compare_runs, runs_interval
+from magister.stats.runs import compare_trainings, runs_interval
 from magister.teach.config import TeachConfig
 from magister.teach.loop import Teach
 from magister.teach.rundir import RunDir
@@ -46,7 +46,7 @@ def compare_seeds(outs: Sequence[Path]) -> dict[str, Any]:
     return {"seeds": len(outs), "items": len(items),
             "round0": runs_interval(grid(first, items)).to_dict(),
             "final": runs_interval(grid(final, items)).to_dict(),
-            "final_vs_round0": compare_runs(grid(final, items), grid(first, items)).to_dict()}
+            "final_vs_round0": compare_trainings(grid(final, items), grid(first, items)).to_dict()}
 
 
 def run_seeds(config: TeachConfig, seeds: Sequence[int], *, resume: bool = False,
