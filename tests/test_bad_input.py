@@ -112,3 +112,31 @@ def test_a_damaged_saved_dataset_is_one_clear_error(tmp_path: Path) -> None:
     arrow.write_bytes(arrow.read_bytes()[: arrow.stat().st_size // 2])
     with pytest.raises(DataError, match="damaged saved dataset"):
         load_exam(again)
+
+
+@pytest.mark.parametrize("name,data,message", [
+    ("nul.csv", b'question,answer\n"a\x00b",x\n', r"nul.csv:2: holds a NUL byte"),
+    ("deep.jsonl", b'{"question": "q", "answer": "a", "x": ' + b"[" * 200_000 + b"]" * 200_000 + b"}\n",
+     r"deep.jsonl:1: JSON nested too deeply"),
+    ("long.jsonl", b'{"question": "q", "answer": "a"}\n{"id": ' + b"9" * 5001 + b', "question": "q", "answer": "a"}\n',
+     r"long.jsonl:2: not readable JSON"),
+])
+def test_files_a_parser_chokes_on_are_one_clear_error(tmp_path: Path, name: str, data: bytes, message: str) -> None:
+    from magister.exams.load import load_exam
+
+    path = tmp_path / name
+    path.write_bytes(data)
+    with pytest.raises(DataError, match=message):
+        load_exam(path)
+    if name.endswith(".jsonl"):
+        with pytest.raises(DataError, match=message):
+            read_rows(path, ["question"])
+
+
+def test_a_judge_check_file_whose_question_is_a_number(tmp_path: Path) -> None:
+    from magister.judges.check import Columns, check
+
+    path = tmp_path / "labels.jsonl"
+    path.write_text('{"question": 5, "response": "a", "reference": "a", "human": true}\n')
+    with pytest.raises(DataError, match=r"labels.jsonl:1: expected text, got int .*\(field 'question'\)"):
+        check(path, "rules", None, Columns())

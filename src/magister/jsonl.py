@@ -41,12 +41,30 @@ def lines(text: str) -> list[str]:
 def read_lines(path: Path) -> list[str]:
     """A text file's lines: UTF-8 (a BOM is accepted), bad bytes a DataError naming the line."""
     data = path.read_bytes()
+    if b"\x00" in data:  # a text file never holds one; it would reach the model as part of a prompt
+        offset = data.index(b"\x00")
+        raise DataError(f"holds a NUL byte (offset {offset}): not a text file, or damaged", path=str(path),
+                        line=data[:offset].count(b"\n") + 1)
     try:
         return lines(data.decode("utf-8-sig"))
     except UnicodeDecodeError as err:
         line = data[: err.start].count(b"\n") + 1
         raise DataError(f"not valid UTF-8 (byte 0x{data[err.start]:02x} at offset {err.start})",
                         path=str(path), line=line) from None
+
+
+def parse_json_line(line: str, path: str | Path, number: int) -> Any:
+    """One line of JSONL parsed, or a DataError naming the file and line: bad JSON, nesting too deep for the
+    parser, or an integer too long to convert are all the file's fault, never a traceback."""
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as error:
+        raise DataError(f"malformed JSON: {error.msg} at column {error.colno}", path=str(path),
+                        line=number) from None
+    except RecursionError:
+        raise DataError("JSON nested too deeply to read", path=str(path), line=number) from None
+    except ValueError as error:  # e.g. an integer of more than 4,300 digits
+        raise DataError(f"not readable JSON ({str(error)[:80]})", path=str(path), line=number) from None
 
 
 def read_numbered(path: str | Path, needed: Sequence[str],
@@ -59,10 +77,7 @@ def read_numbered(path: str | Path, needed: Sequence[str],
     for number, line in enumerate(read_lines(path), start=1):
         if not line.strip():
             continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise DataError(f"not valid JSON ({error.msg})", path=str(path), line=number) from None
+        row = parse_json_line(line, path, number)
         if not isinstance(row, dict):
             raise DataError("expected a JSON object", path=str(path), line=number)
         for name in needed:

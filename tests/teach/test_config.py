@@ -31,6 +31,11 @@ def test_flags_alone_are_enough() -> None:
     ("exam: b\n", r"\(field 'seed'\)"),
     ("seed: [a\n", r"teach.yaml:2: not valid YAML"),
     ("- a\n- b\n", r"must be a mapping"),
+    ("seed: a\nexam: b\nrounds: 2\nrounds: 5\n", r"teach.yaml:4: 'rounds' is given twice \(line 3 and line 4\)"),
+    ("seed: a\nexam: b\ntrain:\n  lr: 1\n  lr: 2\n", r"teach.yaml:5: 'lr' is given twice .*\(field 'train.lr'\)"),
+    ("seed: a\nexam: b\nrounds: true\n", r"teach.yaml:3: expected a number, got true \(field 'rounds'\)"),
+    ("seed: a\nexam: b\nrounds: 99999999999999999999999\n", r"teach.yaml:3: .*less than or equal to 100"),
+    ("seed: a\nexam: b\ntrain:\n  epochs: .nan\n", r"teach.yaml:4: .*finite.*\(field 'train.epochs'\)"),
 ])
 def test_bad_configs_name_the_file_and_field(tmp_path: Path, text: str, match: str) -> None:
     path = tmp_path / "teach.yaml"

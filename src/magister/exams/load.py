@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from magister.errors import DataError
+from magister.jsonl import parse_json_line
 from magister.jsonl import read_lines as _decode_lines
 from magister.types import Exam, Item, Kind, letters
 
@@ -111,11 +112,7 @@ def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     for number, line in enumerate(_decode_lines(path), start=1):
         if not line.strip():
             continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataError(f"malformed JSON: {err.msg} at column {err.colno}",
-                            path=str(path), line=number) from None
+        row = parse_json_line(line, path, number)
         if not isinstance(row, dict):
             raise DataError(f"expected a JSON object, got {type(row).__name__}", path=str(path), line=number)
         yield number, row

@@ -58,7 +58,12 @@ def read_labelled(path: str | Path, needed: list[str], columns: Columns,
     finite number (with --match-threshold), or a missing or NaN label, names its line and field."""
     numbered = read_numbered(path, needed, limit)
     humans: list[list[Any]] = [[] for _ in columns.human]
+    texts = [name for name in needed if name not in columns.human]
     for line, row in numbered:
+        for name in texts:
+            if not isinstance(row[name], str):
+                raise DataError(f"expected text, got {type(row[name]).__name__} {str(row[name])[:40]!r}",
+                                path=str(path), line=line, field=name)
         for column, name in zip(humans, columns.human):
             value = row[name]
             if isinstance(value, float) and not math.isfinite(value):
