@@ -82,3 +82,31 @@ def test_auto_follows_kind() -> None:
 def test_unknown_grader() -> None:
     with pytest.raises(ConfigError, match="unknown grader 'judge'"):
         get_grader("judge")
+
+
+@pytest.mark.parametrize("reference,text,correct", [
+    ("48", "one of: " + ", ".join(str(n) for n in range(40, 101)), False),  # a list of candidates
+    ("48", "40 41 42 43 44 45 46 47 48", False),
+    ("Paris", "It is either Paris or London", False),
+    ("Paris", "Paris or maybe Lyon", False),
+    ("48", "The answer is 48 because 6*8=48", True),
+    ("48", "12+12=24, 24+24=48. So 48.", True),
+    ("1, 2, 3, 4, 5, 6", "1, 2, 3, 4, 5, 6", True),
+])
+def test_rules_never_pass_an_answer_that_hedges(reference: str, text: str, correct: bool) -> None:
+    item = Item(id="i", input="q", reference=reference, kind=Kind.free_form)
+    assert get_grader("rules")(item, ans(text)).correct is correct
+
+
+def test_the_cascade_sends_a_hedging_answer_to_the_judge(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from magister.judges import Judge
+    from magister.models.mock import MockModel
+    from magister.store import Store
+
+    items = [Item(id=f"i{n}", input="How many?", reference="48", kind=Kind.free_form) for n in range(3)]
+    answers = [Answer(item_id=i.id, text="one of: " + ", ".join(str(n) for n in range(40, 101)), request_key="k")
+               for i in items]
+    judge = Judge(MockModel("mock:text=no"), Store(tmp_path / "s.db"), cascade=True)
+    grades = judge.match(items, answers)
+    assert judge.usage.settled == 0 and judge.usage.judged == 3
+    assert not any(g.correct for g in grades)

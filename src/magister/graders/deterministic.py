@@ -110,9 +110,21 @@ def _numbers(text: str) -> list[float]:
     return [float(n.replace(",", "")) for n in re.findall(r"-?\d[\d,]*\.?\d*", text)]
 
 
+_HEDGE = re.compile(r"\b(one of|any of|either\b.*\bor|or maybe)\b", re.IGNORECASE)
+
+
+def hedges(reference: str, response: str) -> bool:
+    """Whether a response lists candidates instead of giving one answer ("one of: 40, 41, ..., 100",
+    "either Paris or London"): such a response never passes the rules (a judge may still see it)."""
+    extra = set(_numbers(response)) - set(_numbers(reference))
+    return len(extra) >= 5 and len(extra) > len(normalize(response).split()) / 3 or bool(_HEDGE.search(response))
+
+
 def rules_match(reference: str, response: str) -> bool:
     """The answer-matching rules: normalised containment either way, or every number of the reference
-    found in the response (1% tolerance)."""
+    found in the response (1% tolerance); never a response that hedges over candidates (`hedges`)."""
+    if hedges(reference, response):
+        return False
     ref, got = normalize(reference), normalize(response)
     if ref and (f" {ref} " in f" {got} " or (got and f" {got} " in f" {ref} ")):
         return True
