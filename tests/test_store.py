@@ -97,3 +97,54 @@ def test_a_run_id_prefix_or_suffix_must_be_unique(tmp_path: Path) -> None:
         store.run(ids[0][:9])  # the date part is shared
     with pytest.raises(KeyError):
         store.run("%")  # no wildcards
+
+
+def _graded_run(store: Store, model: str, texts: list[str], fingerprint: str) -> tuple[str, str]:
+    """A run of sentiment_exam(len(texts)) answered with `texts`, graded by exact match; (run_id, exam_version)."""
+    exam = sentiment_exam(len(texts))
+    run_id = store.create_run(exam, model, "label", len(texts), fingerprint, {})
+    with store.transaction():
+        store.put_responses("mock", model, [(f"{model}-{k}", Request(prompt=item.input), Completion(text=text))
+                                            for k, (item, text) in enumerate(zip(exam.items, texts))])
+        store.put_answers(run_id, [(k, Answer(item_id=item.id, text=text, request_key=f"{model}-{k}"),
+                                    Grade(item_id=item.id, grader="label", score=float(text == item.reference),
+                                          correct=text == item.reference, extracted=text or None, parsed=bool(text)))
+                                   for k, (item, text) in enumerate(zip(exam.items, texts))])
+    return run_id, exam.version
+
+
+def test_the_queries_behind_the_viewer(store: Store) -> None:
+    a, version = _graded_run(store, "mock:a", ["negative", "negative", "negative", ""], "fa")
+    b, _ = _graded_run(store, "mock:b", ["negative", "positive", "positive", "positive"], "fb")
+    assert store.exam_names() == ["sentiment"] and store.model_names() == ["mock:a", "mock:b"]
+    assert store.references(version) == ["negative", "positive"]
+    assert store.answer_count(a) == 4 and store.has_answer(a, "s3") and not store.has_answer(a, "s9")
+    assert store.score_counts(a) == (4, 2, 4, 1, 0.5)
+    assert store.grade_values(a) == {"s0": (True, 1.0), "s1": (False, 0.0), "s2": (True, 1.0), "s3": (False, 0.0)}
+    assert [r.item_id for r in store.items(a, version)] == ["s0", "s1", "s2", "s3"]
+    assert [r.item_id for r in store.items(a, version, wrong=True)] == ["s1", "s3"]
+    assert store.count_items(a, version, unparsed=True) == 1 and store.count_items(a, version, q="NUMBER 2") == 1
+    assert [r.item_id for r in store.items(a, version, label="positive", limit=1, offset=1)] == ["s3"]
+    assert [r.item_id for r in store.items(a, version, positions=[2, 0])] == ["s0", "s2"]
+    assert store.items(a, version, positions=[]) == []
+    first = store.items(a, version)[0]
+    assert first.answer == "negative" and first.correct is True and first.parsed is True and first.position == 0
+    detail = store.item_answer(a, version, "s1")
+    assert detail is not None and detail.text == "negative" and detail.correct is False and detail.position == 1
+    assert store.item_answer(a, version, "s9") is None
+    assert store.neighbours(a, 0) == (None, "s1") and store.neighbours(a, 3) == ("s2", None)
+    assert sorted(store.confusion_cells(a, version)) == [("negative", "negative", 2), ("positive", "", 1),
+                                                         ("positive", "negative", 1)]
+    assert sorted(store.score_histogram(a, 10)) == [(0, 2), (9, 2)]  # a score of 1 falls in the last bucket
+    assert sorted(store.paired_grades(a, b)) == [(0, 0.0, 1, 1.0), (0, 0.0, 1, 1.0), (1, 1.0, 0, 0.0),
+                                                 (1, 1.0, 1, 1.0)]
+    assert store.count_paired(a, b, version) == 4 and store.count_paired(a, b, version, discordant_only=True) == 3
+    paired = store.paired_items(a, b, version)  # the items graded differently first, then in exam order
+    assert [(p.item_id, p.discordant) for p in paired] == [("s1", True), ("s2", True), ("s3", True), ("s0", False)]
+    assert paired[0].a_correct is False and paired[0].b_answer == "positive" and paired[0].b_correct is True
+    assert [p.item_id for p in store.paired_items(a, b, version, discordant_only=True, limit=1, offset=1)] == ["s2"]
+    request, completion = store.response_json("mock:a-1") or ("", "")
+    assert Request.model_validate_json(request).prompt == "text number 1" and '"negative"' in completion
+    assert store.response_json("missing") is None
+    assert [Request.model_validate_json(r).prompt for r, _ in store.responses_containing("number 3")] == \
+        ["text number 3", "text number 3"]

@@ -26,16 +26,12 @@ def labelled_rows(store: Store, run_id: str) -> list[dict[str, Any]]:
     if not latest:
         raise ConfigError(f"run {run.id} has no human labels yet: label some with `magister view` (/label/{run.id})")
     rows = []
-    for item_id, question, reference, response, correct, score in store.db.execute(
-            "SELECT a.item_id, i.input, i.reference, a.text, g.correct, g.score FROM answers a "
-            "JOIN grades g ON g.run_id = a.run_id AND g.item_id = a.item_id "
-            "JOIN items i ON i.exam_version = ? AND i.item_id = a.item_id WHERE a.run_id = ? ORDER BY a.position",
-            (run.exam_version, run.id)):
-        if item_id in latest:
-            human, who = latest[item_id]
-            rows.append({"id": item_id, "question": question, "reference": reference, "response": response,
-                         "human": human, "labelled_by": who, "run_id": run.id, "grader": run.grader,
-                         "grader_correct": None if correct is None else bool(correct), "grader_score": score})
+    for item in store.items(run.id, run.exam_version):
+        if item.item_id in latest:
+            human, who = latest[item.item_id]
+            rows.append({"id": item.item_id, "question": item.input, "reference": item.reference,
+                         "response": item.answer, "human": human, "labelled_by": who, "run_id": run.id,
+                         "grader": run.grader, "grader_correct": item.correct, "grader_score": item.score})
     return rows
 
 

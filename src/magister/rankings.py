@@ -36,9 +36,7 @@ def compare_runs(store: Store, run_a: str, run_b: str, rounds: int = 10_000) -> 
     """A minus B on the items both runs answered: McNemar for right/wrong grades, paired bootstrap for scores.
     The pairs come from one SQL join, so a run of 100,000 items costs two columns of numbers."""
     a, b = find_run(store, run_a), find_run(store, run_b)
-    rows = store.db.execute(
-        "SELECT ga.correct, ga.score, gb.correct, gb.score FROM grades ga JOIN grades gb "
-        "ON gb.run_id = ? AND gb.item_id = ga.item_id WHERE ga.run_id = ?", (b.id, a.id)).fetchall()
+    rows = store.paired_grades(a.id, b.id)
     if not rows:
         raise ConfigError(f"runs {a.id} and {b.id} share no items: a paired comparison needs the same exam")
     binary = all(r[0] is not None and r[2] is not None for r in rows)

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from magister.errors import ConfigError
 from magister.types import Answer, Completion, Exam, Grade, Request
@@ -136,6 +136,99 @@ class RunRow:
     summary: dict[str, Any] | None
 
 
+class ItemRow(NamedTuple):
+    """One answered item of a run as a table shows it: the item, the answer, its grade."""
+
+    item_id: str
+    input: str
+    reference: str
+    answer: str
+    extracted: str | None
+    correct: bool | None
+    score: float
+    parsed: bool
+    position: int
+    rationale: str | None
+
+
+class ItemAnswer(NamedTuple):
+    """One answer in full: the stored item (JSON text), the answer, its grade and its place in the run."""
+
+    item_json: str
+    text: str
+    choice_logprobs: dict[str, float] | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    latency_s: float | None
+    cached: bool
+    request_key: str
+    grader: str
+    score: float
+    correct: bool | None
+    extracted: str | None
+    parsed: bool
+    rationale: str | None
+    raw: str | None
+    position: int
+
+
+class ScoreCounts(NamedTuple):
+    """A run's totals over its graded answers."""
+
+    n: int
+    correct: int
+    binary: int  # graded right or wrong (not only scored)
+    unparsed: int
+    mean_score: float | None
+
+
+class PairedItem(NamedTuple):
+    """One item two runs both answered: A's answer and grade, B's, and whether they differ."""
+
+    item_id: str
+    input: str | None
+    reference: str | None
+    a_answer: str
+    a_correct: bool | None
+    a_score: float
+    b_answer: str
+    b_correct: bool | None
+    b_score: float
+    discordant: bool
+
+
+_ITEM_JOIN = ("FROM answers a JOIN grades g ON g.run_id = a.run_id AND g.item_id = a.item_id "
+              "JOIN items i ON i.exam_version = ? AND i.item_id = a.item_id")
+_ITEM_COLUMNS = ("a.item_id, i.input, i.reference, a.text, g.extracted, g.correct, g.score, g.parsed, "
+                 "a.position, g.rationale")
+_PAIRED_JOIN = ("FROM grades ga JOIN grades gb ON gb.run_id = ? AND gb.item_id = ga.item_id "
+                "JOIN answers aa ON aa.run_id = ga.run_id AND aa.item_id = ga.item_id "
+                "JOIN answers ab ON ab.run_id = gb.run_id AND ab.item_id = gb.item_id "
+                "LEFT JOIN items i ON i.exam_version = ? AND i.item_id = ga.item_id WHERE ga.run_id = ?")
+_DISCORDANT = "(coalesce(ga.correct, ga.score) != coalesce(gb.correct, gb.score))"
+
+
+def _item_filters(run_id: str, wrong: bool, unparsed: bool, label: str | None, q: str | None,
+                  positions: Sequence[int] | None) -> tuple[str, list[Any]]:
+    """The WHERE clause (and its arguments) that picks a run's items by the viewer's filters."""
+    where, args = ["a.run_id = ?"], [run_id]
+    if wrong:
+        where.append("(g.correct = 0 OR (g.correct IS NULL AND g.score < 0.5))")
+    if unparsed:
+        where.append("g.parsed = 0")
+    if label:
+        where.append("i.reference = ?")
+        args.append(label)
+    if q:
+        where.append("(instr(lower(i.input), lower(?)) > 0 OR instr(lower(a.text), lower(?)) > 0 "
+                     "OR a.item_id = ?)")
+        args += [q, q, q]
+    if positions is not None:
+        where.append(f"a.position IN ({','.join('?' * len(positions))})")
+        args += list(positions)
+    return " AND ".join(where), args
+
+
 class Store:
     """All reads and writes of the database go through here."""
 
@@ -213,6 +306,14 @@ class Store:
             "VALUES (?, ?, ?, ?, ?, ?)",
             [(key, backend, model, request.model_dump_json(), completion.model_copy(update={"cached": False})
               .model_dump_json(), now) for key, request, completion in rows])
+
+    def response_json(self, key: str) -> tuple[str, str] | None:
+        """The stored request and completion under this key, as JSON text (None if there is none)."""
+        return self.db.execute("SELECT request, completion FROM responses WHERE key = ?", (key,)).fetchone()
+
+    def responses_containing(self, text: str) -> Iterator[tuple[str, str]]:
+        """(request, completion) as JSON text of every stored response whose request contains `text`, read lazily."""
+        return self.db.execute("SELECT request, completion FROM responses WHERE instr(request, ?) > 0", (text,))
 
     # -- exams and runs ---------------------------------------------------------------
 
@@ -338,6 +439,19 @@ class Store:
         rows = self.db.execute(sql, [*args, limit]).fetchall()
         return [RunRow(*r[:9], config=json.loads(r[9]), summary=json.loads(r[10]) if r[10] else None) for r in rows]
 
+    def exam_names(self) -> list[str]:
+        """The names of the exams that have runs, in alphabetical order."""
+        return [r[0] for r in self.db.execute("SELECT DISTINCT exam_name FROM runs ORDER BY exam_name")]
+
+    def model_names(self) -> list[str]:
+        """The models that have runs, in alphabetical order."""
+        return [r[0] for r in self.db.execute("SELECT DISTINCT model FROM runs ORDER BY model")]
+
+    def references(self, exam_version: str) -> list[str]:
+        """The distinct reference answers of an exam version's items, sorted (a classification exam's labels)."""
+        return [r[0] for r in self.db.execute("SELECT DISTINCT reference FROM items WHERE exam_version = ? "
+                                              "ORDER BY reference", (exam_version,))]
+
     # -- answers and grades -----------------------------------------------------------
 
     def answered(self, run_id: str) -> set[str]:
@@ -371,6 +485,105 @@ class Store:
                         request_key=r[7]),
                  Grade(item_id=r[0], grader=r[8], score=r[9], correct=None if r[10] is None else bool(r[10]),
                        extracted=r[11], parsed=bool(r[12]), rationale=r[13], raw=r[14])) for r in rows]
+
+    def answer_count(self, run_id: str) -> int:
+        """How many items a run has answered."""
+        return self.db.execute("SELECT count(*) FROM answers WHERE run_id = ?", (run_id,)).fetchone()[0]
+
+    def has_answer(self, run_id: str, item_id: str) -> bool:
+        """Whether a run has answered this item."""
+        return self.db.execute("SELECT 1 FROM answers WHERE run_id = ? AND item_id = ?",
+                               (run_id, item_id)).fetchone() is not None
+
+    def grade_values(self, run_id: str) -> dict[str, tuple[bool | None, float]]:
+        """item_id -> (correct, score) of every grade of a run."""
+        return {r[0]: (None if r[1] is None else bool(r[1]), r[2]) for r in self.db.execute(
+            "SELECT item_id, correct, score FROM grades WHERE run_id = ?", (run_id,))}
+
+    def score_counts(self, run_id: str) -> ScoreCounts:
+        """A run's answers, how many were right, graded right or wrong, unparsed, and the mean score."""
+        counts = self.db.execute(
+            "SELECT count(*), sum(g.correct = 1), sum(g.correct IS NOT NULL), sum(g.parsed = 0), avg(g.score) "
+            "FROM answers a JOIN grades g ON g.run_id = a.run_id AND g.item_id = a.item_id WHERE a.run_id = ?",
+            (run_id,)).fetchone()
+        return ScoreCounts(counts[0], counts[1] or 0, counts[2] or 0, counts[3] or 0, counts[4])
+
+    def count_items(self, run_id: str, exam_version: str, *, wrong: bool = False, unparsed: bool = False,
+                    label: str | None = None, q: str | None = None) -> int:
+        """How many of a run's answered items pass the filters of `items`."""
+        where, args = _item_filters(run_id, wrong, unparsed, label, q, None)
+        return self.db.execute(f"SELECT count(*) {_ITEM_JOIN} WHERE {where}", [exam_version, *args]).fetchone()[0]
+
+    def items(self, run_id: str, exam_version: str, *, wrong: bool = False, unparsed: bool = False,
+              label: str | None = None, q: str | None = None, positions: Sequence[int] | None = None,
+              limit: int | None = None, offset: int = 0) -> list[ItemRow]:
+        """A run's answered items (with the inputs of `exam_version`), in exam order: only the wrong ones, the
+        unparsed ones, those with this reference `label`, those whose input or answer contains `q` (any case)
+        or whose id is `q`, those at `positions`; `limit` and `offset` page them in SQL."""
+        if positions is not None and not positions:
+            return []
+        where, args = _item_filters(run_id, wrong, unparsed, label, q, positions)
+        sql = f"SELECT {_ITEM_COLUMNS} {_ITEM_JOIN} WHERE {where} ORDER BY a.position"
+        args = [exam_version, *args]
+        if limit is not None or offset:
+            sql += " LIMIT ? OFFSET ?"
+            args += [-1 if limit is None else limit, offset]
+        return [ItemRow(r[0], r[1], r[2], r[3], r[4], None if r[5] is None else bool(r[5]), r[6], bool(r[7]),
+                        r[8], r[9]) for r in self.db.execute(sql, args)]
+
+    def item_answer(self, run_id: str, exam_version: str, item_id: str) -> ItemAnswer | None:
+        """A run's answer to one item in full, with the item of `exam_version` (None if it has no answer)."""
+        r = self.db.execute(
+            "SELECT i.body, a.text, a.choice_logprobs, a.prompt_tokens, a.completion_tokens, a.latency_s, a.cached, "
+            "a.request_key, g.grader, g.score, g.correct, g.extracted, g.parsed, g.rationale, g.raw, a.position "
+            f"{_ITEM_JOIN} WHERE a.run_id = ? AND a.item_id = ?", (exam_version, run_id, item_id)).fetchone()
+        if r is None:
+            return None
+        return ItemAnswer(r[0], r[1], json.loads(r[2]) if r[2] else None, r[3], r[4], r[5], bool(r[6]), r[7], r[8],
+                          r[9], None if r[10] is None else bool(r[10]), r[11], bool(r[12]), r[13], r[14], r[15])
+
+    def neighbours(self, run_id: str, position: int) -> tuple[str | None, str | None]:
+        """The ids of the items a run answered just before and just after this position (None at either end)."""
+        row = self.db.execute(
+            "SELECT (SELECT item_id FROM answers WHERE run_id = ? AND position < ? ORDER BY position DESC LIMIT 1), "
+            "(SELECT item_id FROM answers WHERE run_id = ? AND position > ? ORDER BY position LIMIT 1)",
+            (run_id, position, run_id, position)).fetchone()
+        return row[0], row[1]
+
+    def confusion_cells(self, run_id: str, exam_version: str) -> list[tuple[str, str, int]]:
+        """(reference, what the answer was read as or '' when unparsed, count) over a run's answers."""
+        return self.db.execute(f"SELECT i.reference, coalesce(g.extracted, ''), count(*) {_ITEM_JOIN} "
+                               "WHERE a.run_id = ? GROUP BY 1, 2", (exam_version, run_id)).fetchall()
+
+    def score_histogram(self, run_id: str, bins: int) -> list[tuple[int | None, int]]:
+        """(bucket, count) of a run's grade scores in `bins` equal buckets (a score of 1 falls in the last)."""
+        return self.db.execute(
+            "SELECT min(CAST(score * ? AS INTEGER), ? - 1), count(*) FROM grades WHERE run_id = ? GROUP BY 1",
+            (bins, bins, run_id)).fetchall()
+
+    def paired_grades(self, run_a: str, run_b: str) -> list[tuple[int | None, float, int | None, float]]:
+        """(correct, score) of run A then of run B on every item both graded; correct is 1, 0 or None."""
+        return self.db.execute(
+            "SELECT ga.correct, ga.score, gb.correct, gb.score FROM grades ga JOIN grades gb "
+            "ON gb.run_id = ? AND gb.item_id = ga.item_id WHERE ga.run_id = ?", (run_b, run_a)).fetchall()
+
+    def count_paired(self, run_a: str, run_b: str, exam_version: str, *, discordant_only: bool = False) -> int:
+        """How many items runs A and B both answered (only those they grade differently if `discordant_only`)."""
+        where = f" AND {_DISCORDANT}" if discordant_only else ""
+        return self.db.execute(f"SELECT count(*) {_PAIRED_JOIN}{where}",
+                               [run_b, exam_version, run_a]).fetchone()[0]
+
+    def paired_items(self, run_a: str, run_b: str, exam_version: str, *, discordant_only: bool = False,
+                     limit: int = -1, offset: int = 0) -> list[PairedItem]:
+        """The items runs A and B both answered, with A's items from `exam_version`: those they grade differently
+        first, then in A's exam order; `limit` and `offset` page them in SQL."""
+        where = f" AND {_DISCORDANT}" if discordant_only else ""
+        rows = self.db.execute(
+            f"SELECT ga.item_id, i.input, i.reference, aa.text, ga.correct, ga.score, ab.text, gb.correct, gb.score, "
+            f"{_DISCORDANT} {_PAIRED_JOIN}{where} ORDER BY {_DISCORDANT} DESC, aa.position LIMIT ? OFFSET ?",
+            [run_b, exam_version, run_a, limit, offset]).fetchall()
+        return [PairedItem(r[0], r[1], r[2], r[3], None if r[4] is None else bool(r[4]), r[5], r[6],
+                           None if r[7] is None else bool(r[7]), r[8], bool(r[9])) for r in rows]
 
     # -- human labels and teaching runs --------------------------------------------------
 

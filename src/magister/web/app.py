@@ -249,8 +249,7 @@ def create_app(store_path: Path | None = None, *, token: str | None = None, who:
     def put_label(run_id: str, label: LabelIn) -> Response:
         with store() as s:
             run = data.find_run(s, run_id)
-            if not s.db.execute("SELECT 1 FROM answers WHERE run_id = ? AND item_id = ?",
-                                (run.id, label.item_id)).fetchone():
+            if not s.has_answer(run.id, label.item_id):
                 return JSONResponse({"error": f"run {run.id} has no item '{label.item_id}'"}, status_code=404)
             s.put_label(run.id, label.item_id, label.correct, (label.who or who).strip() or who)
         return JSONResponse({"ok": True})

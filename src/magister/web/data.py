@@ -18,7 +18,7 @@ from magister.errors import ConfigError
 from magister.jsonl import finite
 from magister.rankings import find_run
 from magister.stats.intervals import wilson
-from magister.store import RunRow, Store
+from magister.store import ItemRow, RunRow, Store
 
 PER_PAGE = 50
 
@@ -36,57 +36,27 @@ def run_row(run: RunRow) -> dict[str, Any]:
 
 def runs(store: Store, exam: str | None = None, model: str | None = None, limit: int = 500) -> dict[str, Any]:
     rows = [run_row(r) for r in store.runs(exam=exam, limit=limit) if model is None or r.model == model]
-    exams = [r[0] for r in store.db.execute("SELECT DISTINCT exam_name FROM runs ORDER BY exam_name")]
-    models = [r[0] for r in store.db.execute("SELECT DISTINCT model FROM runs ORDER BY model")]
+    exams = store.exam_names()
+    models = store.model_names()
     teach = [{"name": name, "path": str(path)} for name, path, _ in store.teach_runs()]
     return {"runs": rows, "exams": exams, "models": models, "filters": {"exam": exam, "model": model},
             "teach_runs": teach}
 
 
-_ITEM_COLUMNS = ("a.item_id, i.input, i.reference, a.text, g.extracted, g.correct, g.score, g.parsed, "
-                 "a.position, g.rationale")
-
-
-def _item_rows(cursor: Any) -> list[dict[str, Any]]:
-    return [{"item_id": r[0], "input": r[1], "reference": r[2], "answer": r[3], "extracted": r[4],
-             "correct": None if r[5] is None else bool(r[5]), "score": r[6], "parsed": bool(r[7]),
-             "position": r[8], "rationale": r[9]} for r in cursor]
-
-
-def _filters(wrong: bool, unparsed: bool, label: str | None, q: str | None) -> tuple[str, list[Any]]:
-    where, args = ["a.run_id = ?"], []
-    if wrong:
-        where.append("(g.correct = 0 OR (g.correct IS NULL AND g.score < 0.5))")
-    if unparsed:
-        where.append("g.parsed = 0")
-    if label:
-        where.append("i.reference = ?")
-        args.append(label)
-    if q:
-        where.append("(instr(lower(i.input), lower(?)) > 0 OR instr(lower(a.text), lower(?)) > 0 "
-                     "OR a.item_id = ?)")
-        args += [q, q, q]
-    return " AND ".join(where), args
+def _item_rows(rows: list[ItemRow]) -> list[dict[str, Any]]:
+    return [row._asdict() for row in rows]  # item_id, input, reference, answer, extracted, correct, ...
 
 
 def run_page(store: Store, run_id: str, *, wrong: bool = False, unparsed: bool = False, label: str | None = None,
              q: str | None = None, page: int = 1, per_page: int = PER_PAGE) -> dict[str, Any]:
     """A run: its score and interval, a confusion matrix or score histogram, and one page of its items."""
     run = find_run(store, run_id)
-    join = ("FROM answers a JOIN grades g ON g.run_id = a.run_id AND g.item_id = a.item_id "
-            "JOIN items i ON i.exam_version = ? AND i.item_id = a.item_id")
-    where, args = _filters(wrong, unparsed, label, q)
-    base = [run.exam_version, run.id, *args]
-    total = store.db.execute(f"SELECT count(*) {join} WHERE {where}", base).fetchone()[0]
+    filters: dict[str, Any] = {"wrong": wrong, "unparsed": unparsed, "label": label, "q": q}
+    total = store.count_items(run.id, run.exam_version, **filters)
     page = max(1, page)
-    rows = _item_rows(store.db.execute(
-        f"SELECT {_ITEM_COLUMNS} {join} WHERE {where} ORDER BY a.position LIMIT ? OFFSET ?",
-        [*base, per_page, (page - 1) * per_page]))
-    counts = store.db.execute(
-        "SELECT count(*), sum(g.correct = 1), sum(g.correct IS NOT NULL), sum(g.parsed = 0), avg(g.score) "
-        "FROM answers a JOIN grades g ON g.run_id = a.run_id AND g.item_id = a.item_id WHERE a.run_id = ?",
-        (run.id,)).fetchone()
-    n, right, binary, unparsed_n, mean_score = counts[0], counts[1] or 0, counts[2] or 0, counts[3] or 0, counts[4]
+    rows = _item_rows(store.items(run.id, run.exam_version, **filters, limit=per_page,
+                                  offset=(page - 1) * per_page))
+    n, right, binary, unparsed_n, mean_score = store.score_counts(run.id)
     score: dict[str, Any] = {"n": n, "correct": right, "parse_failures": unparsed_n, "mean_score": mean_score}
     if n and binary == n:
         low, high = wilson(right, n)
@@ -110,19 +80,14 @@ def _label_sets(store: Store, run: RunRow) -> list[list[str]]:
         return [list(stored)]
     kinds = run.config.get("kinds")
     if kinds and set(kinds) <= {"classification", "multiple_choice"}:
-        return [[r[0] for r in store.db.execute("SELECT DISTINCT reference FROM items WHERE exam_version = ? "
-                                                "ORDER BY reference", (run.exam_version,))]]
+        return [store.references(run.exam_version)]
     return []
 
 
 def _confusion(store: Store, run: RunRow, labels: list[str]) -> dict[str, Any]:
     """The items whose reference is in `labels`: rows the reference, columns what the answer was read as
     (unparsed answers in their own column)."""
-    cells = store.db.execute(
-        "SELECT i.reference, coalesce(g.extracted, ''), count(*) FROM answers a JOIN grades g ON g.run_id = a.run_id "
-        "AND g.item_id = a.item_id JOIN items i ON i.exam_version = ? AND i.item_id = a.item_id WHERE a.run_id = ? "
-        "GROUP BY 1, 2", (run.exam_version, run.id)).fetchall()
-    cells = [c for c in cells if c[0] in labels]
+    cells = [c for c in store.confusion_cells(run.id, run.exam_version) if c[0] in labels]
     seen = {c[1] for c in cells if c[1]} - set(labels)
     columns = labels + sorted(seen) + ["(unparsed)"]
     rows = sorted({c[0] for c in cells} | set(labels), key=lambda r: (r not in labels, labels.index(r)
@@ -139,9 +104,7 @@ def _confusion(store: Store, run: RunRow, labels: list[str]) -> dict[str, Any]:
 
 def _histogram(store: Store, run: RunRow, bins: int = 10) -> dict[str, Any]:
     buckets = [0] * bins
-    for bucket, count in store.db.execute(
-            "SELECT min(CAST(score * ? AS INTEGER), ? - 1), count(*) FROM grades WHERE run_id = ? GROUP BY 1",
-            (bins, bins, run.id)):
+    for bucket, count in store.score_histogram(run.id, bins):
         if bucket is not None and 0 <= bucket < bins:
             buckets[bucket] = count
     return {"edges": [k / bins for k in range(bins + 1)], "counts": buckets}
@@ -150,16 +113,11 @@ def _histogram(store: Store, run: RunRow, bins: int = 10) -> dict[str, Any]:
 def item_page(store: Store, run_id: str, item_id: str) -> dict[str, Any]:
     """One answer in full: the item, the answer, its grade, choice log-probabilities, the exact request."""
     run = find_run(store, run_id)
-    row = store.db.execute(
-        "SELECT i.body, a.text, a.choice_logprobs, a.prompt_tokens, a.completion_tokens, a.latency_s, a.cached, "
-        "a.request_key, g.grader, g.score, g.correct, g.extracted, g.parsed, g.rationale, g.raw, a.position "
-        "FROM answers a JOIN grades g ON g.run_id = a.run_id AND g.item_id = a.item_id "
-        "JOIN items i ON i.exam_version = ? AND i.item_id = a.item_id WHERE a.run_id = ? AND a.item_id = ?",
-        (run.exam_version, run.id, item_id)).fetchone()
+    row = store.item_answer(run.id, run.exam_version, item_id)
     if row is None:
         raise ConfigError(f"run {run.id} has no answer to item '{item_id}'")
-    request = store.db.execute("SELECT request, completion FROM responses WHERE key = ?", (row[7],)).fetchone()
-    logprobs = json.loads(row[2]) if row[2] else None
+    request = store.response_json(row.request_key)
+    logprobs = row.choice_logprobs
     bars = None
     if logprobs:
         top = max(logprobs.values())
@@ -167,20 +125,17 @@ def item_page(store: Store, run_id: str, item_id: str) -> dict[str, Any]:
         total = sum(weights.values())
         bars = sorted(({"choice": k, "logprob": v, "prob": weights[k] / total} for k, v in logprobs.items()),
                       key=lambda b: -b["logprob"])
-    neighbours = store.db.execute(
-        "SELECT (SELECT item_id FROM answers WHERE run_id = ? AND position < ? ORDER BY position DESC LIMIT 1), "
-        "(SELECT item_id FROM answers WHERE run_id = ? AND position > ? ORDER BY position LIMIT 1)",
-        (run.id, row[15], run.id, row[15])).fetchone()
-    return {"run": run_row(run), "item": json.loads(row[0]),
-            "answer": {"text": row[1], "prompt_tokens": row[3], "completion_tokens": row[4], "latency_s": row[5],
-                       "cached": bool(row[6]), "request_key": row[7]},
-            "grade": {"grader": row[8], "score": row[9], "correct": None if row[10] is None else bool(row[10]),
-                      "extracted": row[11], "parsed": bool(row[12]), "rationale": row[13], "raw": row[14]},
+    neighbours = store.neighbours(run.id, row.position)
+    return {"run": run_row(run), "item": json.loads(row.item_json),
+            "answer": {"text": row.text, "prompt_tokens": row.prompt_tokens, "completion_tokens": row.completion_tokens,
+                       "latency_s": row.latency_s, "cached": row.cached, "request_key": row.request_key},
+            "grade": {"grader": row.grader, "score": row.score, "correct": row.correct, "extracted": row.extracted,
+                      "parsed": row.parsed, "rationale": row.rationale, "raw": row.raw},
             "choice_logprobs": bars,
             "request": json.loads(request[0]) if request else None,
             "completion": json.loads(request[1]) if request else None,
             "labels": [{"who": w, "correct": c, "at": t} for i, w, c, t in store.labels(run.id) if i == item_id],
-            "judge": judge_request(store, run, json.loads(row[0]), row[1]),
+            "judge": judge_request(store, run, json.loads(row.item_json), row.text),
             "previous": neighbours[0], "next": neighbours[1]}
 
 
@@ -194,9 +149,8 @@ def judge_request(store: Store, run: RunRow, item: dict[str, Any], answer: str) 
 
     messages = prompts.match(item["input"], item["reference"], answer)
     wanted = [m.model_dump() for m in messages]
-    for request, completion in store.db.execute(
-            "SELECT request, completion FROM responses WHERE instr(request, ?) > 0",
-            (json.dumps(messages[-1].content, ensure_ascii=False)[1:-1][:200],)):
+    for request, completion in store.responses_containing(
+            json.dumps(messages[-1].content, ensure_ascii=False)[1:-1][:200]):
         stored = Request.model_validate_json(request)
         if [m.model_dump() for m in stored.messages or []] == wanted:
             return {"request": json.loads(request), "completion": json.loads(completion)}
@@ -210,23 +164,14 @@ def compare_page(store: Store, run_a: str, run_b: str, page: int = 1, per_page: 
     from magister.rankings import compare_runs
 
     result, a, b = compare_runs(store, run_a, run_b)
-    join = ("FROM grades ga JOIN grades gb ON gb.run_id = ? AND gb.item_id = ga.item_id "
-            "JOIN answers aa ON aa.run_id = ga.run_id AND aa.item_id = ga.item_id "
-            "JOIN answers ab ON ab.run_id = gb.run_id AND ab.item_id = gb.item_id "
-            "LEFT JOIN items i ON i.exam_version = ? AND i.item_id = ga.item_id WHERE ga.run_id = ?")
-    differ = "(coalesce(ga.correct, ga.score) != coalesce(gb.correct, gb.score))"
-    args = [b.id, a.exam_version, a.id]
-    where = f" AND {differ}" if discordant_only else ""
-    total = store.db.execute(f"SELECT count(*) {join}{where}", args).fetchone()[0]
+    total = store.count_paired(a.id, b.id, a.exam_version, discordant_only=discordant_only)
     page = max(1, page)
-    rows = store.db.execute(
-        f"SELECT ga.item_id, i.input, i.reference, aa.text, ga.correct, ga.score, ab.text, gb.correct, gb.score, "
-        f"{differ} {join}{where} ORDER BY {differ} DESC, aa.position LIMIT ? OFFSET ?",
-        [*args, per_page, (page - 1) * per_page]).fetchall()
-    items = [{"item_id": r[0], "input": r[1], "reference": r[2],
-              "a": {"answer": r[3], "correct": None if r[4] is None else bool(r[4]), "score": r[5]},
-              "b": {"answer": r[6], "correct": None if r[7] is None else bool(r[7]), "score": r[8]},
-              "discordant": bool(r[9])} for r in rows]
+    rows = store.paired_items(a.id, b.id, a.exam_version, discordant_only=discordant_only, limit=per_page,
+                              offset=(page - 1) * per_page)
+    items = [{"item_id": r.item_id, "input": r.input, "reference": r.reference,
+              "a": {"answer": r.a_answer, "correct": r.a_correct, "score": r.a_score},
+              "b": {"answer": r.b_answer, "correct": r.b_correct, "score": r.b_score},
+              "discordant": r.discordant} for r in rows]
     return {"a": run_row(a), "b": run_row(b), "comparison": finite(result.to_dict()),
             "items": items, "total": total, "page": page, "pages": max(1, math.ceil(total / per_page)),
             "per_page": per_page, "discordant_only": discordant_only}
@@ -350,20 +295,15 @@ def label_page(store: Store, run_id: str, who: str, sample: int = 50) -> dict[st
     from magister.stats.agreement import bootstrap_ci, kappa
 
     run = find_run(store, run_id)
-    n = store.db.execute("SELECT count(*) FROM answers WHERE run_id = ?", (run.id,)).fetchone()[0]
+    n = store.answer_count(run.id)
     rng = np.random.default_rng(0)
     positions = sorted(rng.choice(n, size=min(sample, n), replace=False).tolist()) if n else []
-    marks = ",".join("?" * len(positions))
-    queue = _item_rows(store.db.execute(
-        f"SELECT {_ITEM_COLUMNS} FROM answers a JOIN grades g ON g.run_id = a.run_id AND g.item_id = a.item_id "
-        f"JOIN items i ON i.exam_version = ? AND i.item_id = a.item_id WHERE a.run_id = ? AND a.position IN "
-        f"({marks}) ORDER BY a.position", [run.exam_version, run.id, *positions])) if positions else []
+    queue = _item_rows(store.items(run.id, run.exam_version, positions=positions))
     labels = store.labels(run.id)
     mine = {item: ok for item, person, ok, _ in labels if person == who}
     for row in queue:
         row["label"] = mine.get(row["item_id"])
-    grades = {r[0]: (None if r[1] is None else bool(r[1]), r[2]) for r in store.db.execute(
-        "SELECT item_id, correct, score FROM grades WHERE run_id = ?", (run.id,))}
+    grades = store.grade_values(run.id)
     latest: dict[str, bool] = {}
     for item, _, ok, _ in labels:  # the latest label per item, whoever gave it
         latest[item] = ok
