@@ -37,6 +37,20 @@ def test_rerun_is_all_cache_hits(store: Store) -> None:
     assert second.accuracy == first.accuracy and second.run_id != first.run_id
 
 
+def test_a_damaged_cache_row_is_a_miss_and_is_reported(store: Store) -> None:
+    exam = sentiment_exam(6)
+    sit(exam, load_model("mock:first"), store, progress=False)
+    with store.transaction():
+        store.db.execute("UPDATE responses SET completion = '{not json' WHERE rowid = (SELECT min(rowid) FROM responses)")
+        store.db.execute("UPDATE responses SET completion = '{\"text\": 3}' WHERE rowid = (SELECT max(rowid) FROM responses)")
+    model = load_model("mock:first")
+    again = sit(exam, model, store, progress=False)
+    assert again.damaged_cache_rows == 2 and model.calls == 2 and again.cache_hits == 4 and again.n == 6
+    fresh = Store(store.path)
+    third = sit(exam, load_model("mock:first"), fresh, progress=False)
+    assert third.damaged_cache_rows == 0 and third.cache_hits == 6
+
+
 def test_generation_fallback_when_backend_cannot_score(store: Store) -> None:
     model = MockModel("mock:custom", respond=lambda r: "I'd say positive.")
     summary = sit(sentiment_exam(4), model, store, progress=False)

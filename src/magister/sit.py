@@ -61,6 +61,7 @@ class Summary:
     judge_share: float | None = None  # `match` with the cascade: share of answers that reached the judge
     judge_tokens_saved: int | None = None  # estimated: settled answers x judge tokens per judged answer
     n_failed: int = 0  # items the backend refused (e.g. HTTP 400): not scored, retried by the same command
+    damaged_cache_rows: int = 0  # cached responses that could not be read: treated as misses and asked again
     failed: list[dict[str, str]] = field(default_factory=list)  # {item_id, error}
 
     def to_dict(self) -> dict[str, object]:
@@ -220,6 +221,7 @@ def sit(exam: Exam, model: Model, store: Store, *, grader: str = "auto", judge: 
         summary = summarize(run_id, exam, model.spec, grader, store.answers(run_id),
                             time.perf_counter() - started, resumed_items=len(done), cache_hits=stats["hits"],
                             model_calls=stats["calls"])
+        summary.damaged_cache_rows = store.damaged_responses
         if judge is not None and grader in JUDGED:
             summary.judge_repeat_agreement = repeat_agreement(grader, judge, exam, store.answers(run_id))
         if cascade:

@@ -234,6 +234,7 @@ class Store:
 
     def __init__(self, path: Path | str | None = None) -> None:
         self.path = Path(path) if path is not None else user_dir() / "magister.db"
+        self.damaged_responses = 0  # cache rows that could not be read (treated as misses), for the run's summary
         if self.path.parent.exists() and not self.path.parent.is_dir():
             raise ConfigError(f"{self.path.parent} is a file, not a folder: point MAGISTER_HOME at a folder")
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -294,7 +295,10 @@ class Store:
             chunk = unique[start:start + 500]
             marks = ",".join("?" * len(chunk))
             for key, body in self.db.execute(f"SELECT key, completion FROM responses WHERE key IN ({marks})", chunk):
-                found[key] = Completion.model_validate_json(body)
+                try:
+                    found[key] = Completion.model_validate_json(body)
+                except ValueError:  # a damaged row (not JSON, or not a completion) is a miss: asked again
+                    self.damaged_responses += 1
         return found
 
     def put_responses(self, backend: str, model: str,
