@@ -24,10 +24,14 @@ from magister.types import Message, Request
 
 class FlakyHandler(BaseHTTPRequestHandler):
     """Answers according to the user message: 'rate N' gives N 429s first, 'error N' N 500s, 'slow N' N slow
-    replies, 'deny' a 401; then a 200 that echoes the message. Records every Authorization header."""
+    replies, 'deny' a 401; then a 200 that echoes the message. More faults: 'bytes' a 200 that is not UTF-8,
+    'trickle' a 200 sent one byte every 0.3 s, 'usage-*' replies with odd usage, 'logprobs-*' with odd logprobs,
+    'missing' a 404 and 'teapot' a 501 that both echo the request path. Records every Authorization header and
+    request path."""
 
     attempts: Counter = Counter()
     auth: list[str] = []
+    paths: list[str] = []
 
     def log_message(self, *args: object) -> None:
         pass
@@ -36,7 +40,16 @@ class FlakyHandler(BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         text = body["messages"][-1]["content"]
         FlakyHandler.auth.append(self.headers.get("Authorization", ""))
+        FlakyHandler.paths.append(self.path)
         FlakyHandler.attempts[text] += 1
+        if text in ODD_REPLIES:
+            return self._send(200, ODD_REPLIES[text])
+        if text == "bytes":
+            return self._send_raw(200, b'{"choices": [{"message": {"content": "\xff\xfe"}}]}', "application/json")
+        if text == "trickle":
+            return self._trickle()
+        if text in ("missing", "teapot"):
+            return self._send(404 if text == "missing" else 501, {"error": f"no route for POST {self.path}"})
         seen = FlakyHandler.attempts[text]
         kind, _, count = text.partition(" ")
         failing = count.isdigit() and seen <= int(count)
@@ -56,6 +69,20 @@ class FlakyHandler(BaseHTTPRequestHandler):
             return self._send(200, {"choices": [{"message": {"content": {"parts": ["x"]}}}]})
         self._send(200, {"choices": [{"message": {"content": f"echo: {text}"}, "finish_reason": "stop"}],
                          "usage": {"prompt_tokens": 5, "completion_tokens": 2}})
+
+    def _trickle(self) -> None:
+        data = json.dumps({"choices": [{"message": {"content": "late"}}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        try:
+            for byte in data:  # 45 bytes, 0.3 s apart: every read is quick, the whole reply takes ~13 s
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+                time.sleep(0.3)
+        except OSError:  # the client gave up
+            pass
 
     def _send_raw(self, status: int, data: bytes, content_type: str) -> None:
         self.send_response(status)
@@ -78,10 +105,26 @@ class FlakyHandler(BaseHTTPRequestHandler):
             pass
 
 
+ECHO = {"message": {"content": "fine"}, "finish_reason": "stop"}
+ODD_REPLIES = {
+    "usage-null": {"choices": [ECHO], "usage": None},
+    "usage-empty": {"choices": [ECHO], "usage": {}},
+    "usage-nulls": {"choices": [ECHO], "usage": {"prompt_tokens": None, "completion_tokens": None}},
+    "usage-junk": {"choices": [ECHO], "usage": {"prompt_tokens": "many", "completion_tokens": -3}},
+    "usage-list": {"choices": [ECHO], "usage": [], "unused": 1},
+    "logprobs-no-token": {"choices": [{**ECHO, "logprobs": {"content": [{"logprob": -0.1}]}}]},
+    "logprobs-no-logprob": {"choices": [{**ECHO, "logprobs": {"content": [{"token": "fine"}]}}]},
+    "logprobs-odd-top": {"choices": [{**ECHO, "logprobs": {"content": [
+        {"token": "fine", "logprob": -0.5, "top_logprobs": [{"token": "fine", "logprob": -0.5}, {"logprob": -2},
+                                                            {"token": "ok"}, "junk"]}]}}]},
+}
+
+
 @pytest.fixture
 def flaky() -> Iterator[str]:
     FlakyHandler.attempts.clear()
     FlakyHandler.auth.clear()
+    FlakyHandler.paths.clear()
     server = ThreadingHTTPServer(("127.0.0.1", 0), FlakyHandler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -116,8 +159,10 @@ def test_gives_up_with_clear_errors(flaky: str) -> None:
         model.generate([ask("rate 5")])
     with pytest.raises(BackendError, match="HTTP 401: check the key in MAGISTER_API_KEY"):
         model.generate([ask("deny")])
+    out = model.generate([ask("ok"), ask("error 9")])  # one item that keeps failing fails alone
+    assert out[0].text == "echo: ok" and out[1].text == "" and out[1].error.startswith("HTTP 500 after 2 tries")
     with pytest.raises(BackendError) as info:
-        model.generate([ask("ok"), ask("error 9")])
+        model.generate([ask("ok"), ask("deny")])
     assert list(info.value.partial) == [0]  # the finished request is handed back to be cached
     model.close()
 
@@ -126,10 +171,10 @@ def test_a_malformed_200_is_retried_then_fails_in_one_line(flaky: str) -> None:
     model = OpenAICompatModel(f"openai-compatible:{flaky}#m", max_retries=2, backoff_s=0.01, timeout_s=2)
     out = model.generate([ask("html 1"), ask("shape 2")])
     assert [c.text for c in out] == ["echo: html 1", "echo: shape 2"] and model.retries == 3
-    with pytest.raises(BackendError, match="malformed response after 3 tries: .*not text"):
-        model.generate([ask("shape 9")])
-    with pytest.raises(BackendError, match="malformed response after 3 tries"):
-        model.generate([ask("html 9")])
+    shape, html = model.generate([ask("shape 9"), ask("html 9")])  # each fails alone, in one line
+    assert shape.text == "" and "malformed response after 3 tries: " in shape.error and "not text" in shape.error
+    assert html.text == "" and html.error.startswith("malformed response after 3 tries")
+    assert "\n" not in shape.error + html.error
     model.close()
 
 
@@ -291,7 +336,8 @@ def test_credentials_in_the_url_never_reach_the_store_or_the_output(flaky: str, 
     marker = "SECRETMARKER42"
     host = flaky.removeprefix("http://")
     assert redact(f"openai-compatible:http://bob:{marker}@{host}#m") == f"openai-compatible:http://{host}#m"
-    assert redact(f"openai-compatible:http://{host}?api_key={marker}&x=1#m") == f"openai-compatible:http://{host}?x=1#m"
+    assert redact(f"openai-compatible:http://{host}?api_key={marker}&x=1#m") == \
+        f"openai-compatible:http://{host}?x=REDACTED#m"  # every query value can be a credential
     first, second = tmp_path / "one.jsonl", tmp_path / "two.jsonl"
     first.write_text('{"id": "a", "question": "one", "answer": "echo: one"}\n'
                      '{"id": "b", "question": "two", "answer": "echo: two"}\n')
@@ -317,3 +363,141 @@ def test_a_key_with_a_newline_is_refused_at_once(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("MAGISTER_API_KEY", "sk-abc\n")
     with pytest.raises(ConfigError, match="holds a newline"):
         OpenAICompatModel("openai-compatible:http://127.0.0.1:9/v1#m")
+
+
+# -- hardening (issue #23) ------------------------------------------------------------------
+
+def test_one_bad_item_costs_only_that_item(flaky: str) -> None:
+    # breaker=5 is far below the 2 x 7 failed attempts of the two bad items: the breaker must see they are two
+    # requests, not a dead server, and the 38 good replies between them must keep resetting it.
+    model = OpenAICompatModel(f"openai-compatible:{flaky}#m", concurrency=8, max_retries=6, backoff_s=0.01,
+                              max_backoff_s=0.05, timeout_s=5, breaker=5)
+    texts = [f"item {n}" for n in range(40)]
+    texts[7], texts[23] = "error 999", "bytes"  # one always gets a 500, one always a 200 that is not UTF-8
+    start = time.perf_counter()
+    out = model.generate([ask(t) for t in texts])
+    assert time.perf_counter() - start < 10
+    failed = [i for i, c in enumerate(out) if c.error]
+    assert failed == [7, 23] and all(out[i].text == "" for i in failed)
+    assert out[7].error.startswith("HTTP 500 after 7 tries") and "malformed response after 7 tries" in out[23].error
+    assert all(c.text == f"echo: {t}" for t, c in zip(texts, out) if not c.error)
+    assert FlakyHandler.attempts["error 999"] == 7 and FlakyHandler.attempts["bytes"] == 7
+    model.close()
+
+
+def test_a_server_that_fails_everything_still_stops_the_run(flaky: str) -> None:
+    model = OpenAICompatModel(f"openai-compatible:{flaky}#m", concurrency=8, max_retries=6, backoff_s=0.01,
+                              timeout_s=5, breaker=5)
+    start = time.perf_counter()
+    with pytest.raises(BackendError, match="the server seems down"):
+        model.generate([ask("error 99") for _ in range(40)])
+    assert time.perf_counter() - start < 5 and sum(FlakyHandler.attempts.values()) <= 5 + 8
+    model.close()
+
+
+def test_a_trickling_reply_is_bounded_by_the_timeout_in_total(flaky: str) -> None:
+    model = OpenAICompatModel(f"openai-compatible:{flaky}#m", max_retries=1, backoff_s=0.01, timeout_s=1.0)
+    start = time.perf_counter()
+    late, fine = model.generate([ask("trickle"), ask("fine")])  # the slow item times out alone
+    elapsed = time.perf_counter() - start
+    assert elapsed < 4, f"took {elapsed:.1f} s: the timeout bounds each read, not the attempt"
+    assert late.text == "" and late.error.startswith("ReadTimeout after 2 tries") and fine.text == "echo: fine"
+    assert FlakyHandler.attempts["trickle"] == 2  # the timed-out attempt was retried once
+    model.close()
+
+
+@pytest.mark.parametrize("name", ["MAGISTER_HTTP_TIMEOUT", "MAGISTER_HTTP_CONCURRENCY"])
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "NaN"])
+def test_non_finite_http_settings_are_one_clear_error(name: str, value: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=f"^{name}=") as info:
+        OpenAICompatModel("openai-compatible:http://127.0.0.1:9/v1#m")
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("text", [t for t in ODD_REPLIES if t.startswith("usage")])
+def test_missing_or_null_usage_is_zero_tokens_not_a_failure(flaky: str, text: str) -> None:
+    model = OpenAICompatModel(f"openai-compatible:{flaky}#m", concurrency=4, max_retries=2, backoff_s=0.01,
+                              timeout_s=5, breaker=2)
+    out = model.generate([ask(text) for _ in range(12)])
+    assert all(c.text == "fine" and not c.error and c.prompt_tokens == c.completion_tokens == 0 for c in out)
+    assert model.retries == 0 and model.failures_in_a_row == 0 and FlakyHandler.attempts[text] == 12
+    model.close()
+
+
+def test_logprobs_with_missing_fields_are_optional(flaky: str) -> None:
+    model = OpenAICompatModel(f"openai-compatible:{flaky}#m", max_retries=2, backoff_s=0.01, timeout_s=5)
+    no_token, no_logprob, odd_top = model.generate([ask("logprobs-no-token"), ask("logprobs-no-logprob"),
+                                                    ask("logprobs-odd-top")])
+    assert no_token.text == no_logprob.text == "fine" and no_token.logprobs is None and no_logprob.logprobs is None
+    assert not no_token.error and not no_logprob.error and model.retries == 0
+    assert [(t.token, t.logprob, t.top) for t in odd_top.logprobs] == [("fine", -0.5, {"fine": -0.5})]
+    model.close()
+
+
+SECRET = "SeCrEt9Z"
+SECRET_FORMS = [("?api_token=", ""), ("?x-api-key=", ""), ("?access-token=", ""), ("?key=", ""),
+                ("?api-version=2024&anything=", ""), ("?", ""), ("", "bob:{}@")]
+
+
+def secret_url(base: str, form: tuple[str, str]) -> str:
+    query, userinfo = form
+    return base.replace("://", "://" + userinfo.format(SECRET)) + (query + SECRET if query else "")
+
+
+@pytest.mark.parametrize("form", SECRET_FORMS, ids=lambda f: f[0] or "userinfo")
+@pytest.mark.parametrize("how", ["spec", "OPENAI_BASE_URL"])
+def test_url_credentials_are_sent_but_never_shown(flaky: str, form: tuple[str, str], how: str,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import base64
+
+    from magister.models.base import cache_key, load_model
+
+    monkeypatch.delenv("MAGISTER_API_KEY", raising=False)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-env-key")
+
+    def open_model(base: str) -> OpenAICompatModel:
+        url = secret_url(base, form)
+        if how == "spec":
+            return load_model(f"openai-compatible:{url}#m")  # type: ignore[return-value]
+        monkeypatch.setenv("OPENAI_BASE_URL", url)
+        return load_model("openai:m")  # type: ignore[return-value]
+
+    model = open_model(flaky)
+    shown = [model.identity(), model.spec, model.model_name, model.base_url, repr(model), str(model),
+             cache_key(model, ask("x"))]
+    assert not any(SECRET in s for s in shown), shown
+    ok, missing = model.generate([ask("fine"), ask("missing")])
+    assert ok.text == "echo: fine"
+    assert "HTTP 404" in missing.error and SECRET not in missing.error  # the server echoed the path: scrubbed
+    with pytest.raises(BackendError) as info:
+        model.generate([ask("teapot")])
+    assert "HTTP 501" in str(info.value) and SECRET not in str(info.value)
+    sent = FlakyHandler.paths + FlakyHandler.auth + [base64.b64decode(a.split()[1]).decode(errors="replace")
+                                                     for a in FlakyHandler.auth if a.startswith("Basic ")]
+    assert any(SECRET in s for s in sent), sent  # the credential still reached the server
+    model.close()
+
+    with socket.socket() as s:  # nothing listens there: connection refused
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    dead = open_model(f"http://127.0.0.1:{port}/v1")
+    dead.max_retries, dead.backoff_s = 1, 0.01
+    with pytest.raises(BackendError, match="ConnectError") as info:
+        dead.generate([ask("hi")])
+    assert SECRET not in str(info.value) and SECRET not in repr(info.value) and SECRET not in dead.identity()
+    dead.close()
+
+
+def test_redact_url_forms() -> None:
+    from magister.models.base import redact, redact_url, split_credentials
+
+    assert redact_url("http://bob:pw@h:8000/v1?api_token=abc&key=k&x-api-key=z") == \
+        "http://h:8000/v1?api_token=REDACTED&x-api-key=REDACTED"
+    assert redact_url("https://h/v1?sk-bare-token") == "https://h/v1?REDACTED"
+    assert redact_url("https://api.openai.com/v1") == "https://api.openai.com/v1"
+    assert redact("openai-compatible:http://u:p@h/v1?access-token=abc#m") == \
+        "openai-compatible:http://h/v1?access-token=REDACTED#m"
+    url, found, params = split_credentials("http://bob:pw@h:8000/v1?api_token=abc&key=k")
+    assert url == "http://h:8000/v1" and found == {"user": "bob", "password": "pw", "key": "k", "key_name": "key"}
+    assert params == [("api_token", "abc")]

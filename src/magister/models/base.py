@@ -91,12 +91,17 @@ def load_model(spec: str) -> Model:
 
 
 SECRET_PARAMS = {"api_key", "api-key", "apikey", "key", "token", "access_token", "auth", "password", "secret"}
+REDACTED = "REDACTED"
 
 
-def split_credentials(url: str) -> tuple[str, dict[str, str]]:
-    """A URL without its credentials, and the credentials: `user` and `password` from user:pass@host,
-    `key` from a query parameter such as ?api_key=...; other query parameters stay."""
-    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+def split_credentials(url: str) -> tuple[str, dict[str, str], list[tuple[str, str]]]:
+    """A URL taken apart for sending: the URL to send to (no userinfo, no query), the credentials (`user` and
+    `password` from user:pass@host, `key` from a parameter named like ?api_key=..., which goes into the
+    Authorization header instead, and its name `key_name`), and the other query parameters, real values, to send
+    with every request.
+
+    What to show or store is `redact_url(url)`, never any of these."""
+    from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
     parts = urlsplit(url)
     found: dict[str, str] = {}
@@ -105,23 +110,47 @@ def split_credentials(url: str) -> tuple[str, dict[str, str]]:
     kept = []
     for name, value in parse_qsl(parts.query, keep_blank_values=True):
         if name.lower() in SECRET_PARAMS:
-            found["key"] = value
+            found["key"], found["key_name"] = value, name
         else:
             kept.append((name, value))
-    netloc = parts.hostname or ""
-    if parts.port:
-        netloc += f":{parts.port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, urlencode(kept), parts.fragment)), found
+    return urlunsplit((parts.scheme, _hostport(parts), parts.path, "", "")), found, kept
+
+
+def redact_url(url: str) -> str:
+    """The one form of a URL that is shown, stored or hashed: no user:password@, no parameter that becomes the
+    key (?api_key=...), and every other query value replaced by REDACTED (?api_token=REDACTED): a query value
+    can be a credential under any name. The real URL is kept apart only to send requests."""
+    from urllib.parse import unquote_plus, urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+        netloc = _hostport(parts)
+    except ValueError:  # an unparseable URL is shown as nothing but its scheme
+        return url.partition("://")[0] + "://" + REDACTED if "://" in url else REDACTED
+    shown = []
+    for piece in parts.query.split("&") if parts.query else []:
+        name, eq, _ = piece.partition("=")
+        if unquote_plus(name).lower() in SECRET_PARAMS:
+            continue
+        shown.append(f"{name}={REDACTED}" if eq else REDACTED)  # a bare ?TOKEN is a value too
+    return urlunsplit((parts.scheme, netloc, parts.path, "&".join(shown), parts.fragment and REDACTED))
+
+
+def _hostport(parts: object) -> str:
+    host = parts.hostname or ""  # type: ignore[attr-defined]
+    if ":" in host:  # IPv6
+        host = f"[{host}]"
+    port = parts.port  # type: ignore[attr-defined]  # raises ValueError on a bad port
+    return f"{host}:{port}" if port else host
 
 
 def redact(spec: str) -> str:
-    """A model spec with any credentials in its URL taken out (user:pass@, ?api_key=...)."""
+    """A model spec with any credentials in its URL taken out (user:pass@, query values): see `redact_url`."""
     backend, sep, rest = spec.partition(":")
     if not sep or "://" not in rest:
         return spec
     url, hash_, model = rest.partition("#")
-    clean, _ = split_credentials(url)
-    return f"{backend}:{clean}{hash_}{model}"
+    return f"{backend}:{redact_url(url)}{hash_}{model}"
 
 
 def cache_key(model: Model, request: Request) -> str:
