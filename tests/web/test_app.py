@@ -239,3 +239,33 @@ def test_the_label_page_draws_the_graders_reliability_against_the_labels(client:
     curve = client.get(f"/label/{run}?format=json").json()["agreement"]["calibration_curve"]
     assert {(round(b["mean_score"]), b["n"], round(b["human_right"], 2)) for b in curve} == {(1, 2, 0.5), (0, 1, 0.0)}
     assert "Grader score vs your labels" in client.get(f"/label/{run}").text
+
+
+def test_dns_rebinding_and_near_miss_origins_are_refused(runs: dict[str, str]) -> None:
+    from magister.web.app import LOOPBACK
+
+    run = runs["mock:first"]
+    client = TestClient(create_app(hosts=LOOPBACK), base_url="http://127.0.0.1:8765")
+    assert client.get("/").status_code == 200
+    assert client.get("/", headers={"Host": "localhost:8765"}).status_code == 200
+    rebound = {"Host": "evil.example:8765", "Origin": "http://evil.example:8765"}
+    assert client.get("/", headers={"Host": "evil.example:8765"}).status_code == 400
+    post = client.post(f"/api/runs/{run}/labels", json={"item_id": "s0", "correct": False}, headers=rebound)
+    assert post.status_code == 400
+    for origin in ("https://127.0.0.1:8765", "http://127.0.0.1:9999", "http://127.0.0.1"):
+        refused = client.post(f"/api/runs/{run}/labels", json={"item_id": "s0", "correct": False},
+                              headers={"Origin": origin})
+        assert refused.status_code == 403, origin
+    same = client.post(f"/api/runs/{run}/labels", json={"item_id": "s0", "correct": False},
+                       headers={"Origin": "http://127.0.0.1:8765"})
+    assert same.status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/runs/{run}?page=99999999999999999999", "/runs/{run}?page=-1",
+                                  "/runs/{run}?page=abc", "/label/{run}?sample=-1", "/label/{run}?sample=0",
+                                  "/compare/{run}/{run}?page=0"])
+def test_bad_parameters_answer_400_with_a_message(client: TestClient, runs: dict[str, str], path: str) -> None:
+    answer = client.get(path.format(run=runs["mock:first"]))
+    assert answer.status_code == 400 and "must be a whole number" in answer.text
+    as_json = client.get(path.format(run=runs["mock:first"]) + "&format=json")
+    assert as_json.status_code == 400 and "must be a whole number" in as_json.json()["error"]

@@ -100,19 +100,38 @@ def _flag(value: str | None) -> bool:
     return value not in (None, "", "0", "false", "off")
 
 
-def _int(value: str | None, default: int) -> int:
-    try:
-        return int(value) if value else default
-    except ValueError:
+class BadParameter(ValueError):
+    """A query parameter out of its range: answered 400 with what was wrong."""
+
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def _int(value: str | None, default: int, name: str, high: int) -> int:
+    """A positive integer query parameter (default when absent), or BadParameter naming it."""
+    if not value:
         return default
+    if not value.isdigit() or len(value) > len(str(high)) or not 1 <= int(value) <= high:
+        raise BadParameter(f"'{name}' must be a whole number from 1 to {high:,}, got {value[:30]!r}")
+    return int(value)
+
+
+def _host_name(host: str) -> str:
+    """The name in a Host header without its port: '127.0.0.1:8765' -> '127.0.0.1', '[::1]:80' -> '::1'."""
+    if host.startswith("["):
+        return host[1:].split("]", 1)[0]
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
 def create_app(store_path: Path | None = None, *, token: str | None = None, who: str = "me",
-               battles: dict[str, Path] | None = None) -> FastAPI:
-    """The app over the store at `store_path` (default: the user's). `token`: required on every request."""
+               battles: dict[str, Path] | None = None, hosts: Iterable[str] | None = None) -> FastAPI:
+    """The app over the store at `store_path` (default: the user's). `token`: required on every request.
+    `hosts`: the names a request's Host header may carry (the bound address; `serve` passes them), so a
+    page of another site that resolves its own name to 127.0.0.1 (DNS rebinding) is refused."""
     app = FastAPI(title="Magister", docs_url=None, redoc_url=None, openapi_url=None)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     battle_files = dict(battles or {})
+    allowed = {h.lower() for h in hosts} if hosts is not None else None
 
     @contextmanager
     def store() -> Iterator[Store]:
@@ -125,14 +144,18 @@ def create_app(store_path: Path | None = None, *, token: str | None = None, who:
 
     @app.middleware("http")
     async def guard(request: Request, call_next: Callable) -> Response:
+        host = request.headers.get("host", "")
+        if allowed is not None and _host_name(host).lower() not in allowed:
+            return PlainTextResponse(f"unknown host {host[:60]!r}: open the address `magister view` printed",
+                                     status_code=400)
         if token is not None:
             given = (request.query_params.get("token") or request.cookies.get("magister_token")
                      or request.headers.get("authorization", "").removeprefix("Bearer ").strip())
             if not given or not secrets.compare_digest(given, token):
                 return PlainTextResponse("a token is required: open the URL `magister view` printed", status_code=401)
         if request.method != "GET":  # writes only from this app's own pages (no cross-site form posts)
-            origin = request.headers.get("origin")
-            if origin is not None and origin.split("://", 1)[-1] != request.headers.get("host"):
+            origin = request.headers.get("origin")  # scheme, host and port exactly as this page's own
+            if origin is not None and origin != f"{request.url.scheme}://{host}":
                 return PlainTextResponse("cross-origin write refused", status_code=403)
         response = await call_next(request)
         if token is not None and request.query_params.get("token") == token:
@@ -142,6 +165,12 @@ def create_app(store_path: Path | None = None, *, token: str | None = None, who:
                                     "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
                                     "script-src 'self'")
         return response
+
+    @app.exception_handler(BadParameter)
+    async def bad_parameter(request: Request, error: BadParameter) -> Response:
+        if request.query_params.get("format") == "json":
+            return JSONResponse({"error": str(error)}, status_code=400)
+        return HTMLResponse(render("error.html", message=str(error)), status_code=400)
 
     @app.exception_handler(MagisterError)
     async def not_found(request: Request, error: MagisterError) -> Response:
@@ -162,7 +191,7 @@ def create_app(store_path: Path | None = None, *, token: str | None = None, who:
         filters = {"wrong": _flag(q.get("wrong")), "unparsed": _flag(q.get("unparsed")),
                    "label": q.get("label") or None, "q": q.get("q") or None}
         with store() as s:
-            context = data.run_page(s, run_id, page=_int(q.get("page"), 1), **filters)
+            context = data.run_page(s, run_id, page=_int(q.get("page"), 1, "page", 10**9), **filters)
 
         def every_row() -> Iterator[dict[str, Any]]:
             with store() as rows:
@@ -194,7 +223,7 @@ def create_app(store_path: Path | None = None, *, token: str | None = None, who:
         q = request.query_params
         only = _flag(q.get("discordant"))
         with store() as s:
-            context = data.compare_page(s, run_a, run_b, page=_int(q.get("page"), 1), discordant_only=only)
+            context = data.compare_page(s, run_a, run_b, page=_int(q.get("page"), 1, "page", 10**9), discordant_only=only)
 
         def every_row() -> Iterator[dict[str, Any]]:
             with store() as rows:
@@ -241,7 +270,7 @@ def create_app(store_path: Path | None = None, *, token: str | None = None, who:
     def label_page(request: Request, run_id: str) -> Response:
         person = request.query_params.get("who") or who
         with store() as s:
-            context = data.label_page(s, run_id, person, sample=_int(request.query_params.get("sample"), 50))
+            context = data.label_page(s, run_id, person, sample=_int(request.query_params.get("sample"), 50, "sample", 100_000))
         context["reliability_svg"] = charts.reliability(context["agreement"].get("calibration_curve", []))
         return _page(request, "label.html", context, lambda: context["queue"], f"labels-{run_id}")
 
@@ -267,5 +296,6 @@ def serve(host: str = "127.0.0.1", port: int = 8765, store_path: Path | None = N
     shown = f"[{host}]" if ":" in host else host
     url = f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
     echo(f"Magister view on {url}  (Ctrl-C stops it)")
-    uvicorn.run(create_app(store_path, token=token, who=who, battles=battles), host=host, port=port,
+    names = LOOPBACK if loopback else (host,)
+    uvicorn.run(create_app(store_path, token=token, who=who, battles=battles, hosts=names), host=host, port=port,
                 log_level="warning")
