@@ -227,23 +227,25 @@ def _chosen(rounds: list[dict[str, Any]], config: dict[str, Any]) -> int | None:
 def teach_page(directory: Path, name: str | None = None) -> dict[str, Any]:
     """A teaching run read from its folder: config, baseline, rounds with named columns, losses, the mined
     items with the student's wrong answers, every kept and rejected example, and the items whose grade changed."""
-    report = _read(directory / "report.json") or {}
-    state = _read(directory / "state.json", {})
+    from magister.teach.rundir import RunDir
+
+    run = RunDir(directory)
+    report = _read(run.report) or {}
+    state = _read(run.state, {})
     config = report.get("config") or state.get("config") or {}
-    rounds = report.get("rounds") or [_read(p) for p in sorted(directory.glob("round-*/round.json"),
-                                                                 key=lambda p: int(p.parent.name[6:]))]
-    baseline = report.get("baseline") or _read(directory / "baseline.json")
+    rounds = report.get("rounds") or [_read(r.record) for r in run.rounds() if r.record.exists()]
+    baseline = report.get("baseline") or _read(run.baseline)
     out_rounds = []
-    previous_grades = _read(directory / "baseline-grades.json")
+    previous_grades = _read(run.baseline_grades)
     changes = []
     for row in rounds:
         number = row["round"]
-        folder = directory / f"round-{number}"
-        drafts = _read(folder / "drafts.json", [])
+        folder = run.round(number)
+        drafts = _read(folder.drafts, [])
         for k, d in enumerate(drafts):
             d["id"] = f"r{number}-{k}"
             d["kept"] = not d.get("reason")
-        grades = _read(folder / "grades.json")
+        grades = _read(folder.grades)
         if grades and previous_grades:
             for item, ok in grades.items():
                 if item in previous_grades and previous_grades[item] != ok:
@@ -258,8 +260,8 @@ def teach_page(directory: Path, name: str | None = None) -> dict[str, Any]:
             "training_examples": row.get("data", 0), "teacher_calls": row.get("teacher_calls", 0),
             "teacher_tokens": row.get("teacher_tokens", 0), "by_strategy": row.get("by_strategy", {}),
             "rejections": row.get("rejections", {}), "wall_s": row.get("wall_s", {}),
-            "train": row.get("train", {}), "losses": _read(folder / "losses.json", []),
-            "mined_items": _read(folder / "mined.json", []), "drafts": drafts,
+            "train": row.get("train", {}), "losses": _read(folder.losses, []),
+            "mined_items": _read(folder.mined, []), "drafts": drafts,
             "dev": row.get("dev"), "folds": row.get("folds"), "verifier": row.get("verifier"),
             "contamination": row.get("contamination"), "rejected_by_label": row.get("rejected_by_label", {})})
     return {"name": name or directory.name, "path": str(directory), "config": config, "baseline": baseline,
@@ -274,9 +276,10 @@ def teach_data(directory: Path) -> list[dict[str, Any]]:
     from magister.exams.prompt import build_request
     from magister.teach.train import target_text
     from magister.teach.loop import read_items
+    from magister.teach.rundir import RunDir
     from magister.types import Exam
 
-    rounds = sorted(directory.glob("round-*/data.jsonl"), key=lambda p: int(p.parent.name[6:]))
+    rounds = [r.data for r in RunDir(directory).rounds() if r.data.exists()]
     if not rounds:
         return []
     items = read_items(rounds[-1])
