@@ -93,3 +93,34 @@ def test_json_output_is_strict_json_and_limits_must_be_positive(tmp_path: Path) 
     exam = write_jsonl(tmp_path / "e.jsonl", [{"id": str(i), "question": f"q{i}", "answer": "x"} for i in range(3)])
     result = runner.invoke(app, ["exam", str(exam), "-m", "mock:first", "--limit", "-2"])
     assert result.exit_code == 2 and "greater than or equal to 1" in result.output
+
+
+def test_teach_help_lists_every_config_field() -> None:
+    """`--set FIELD=VALUE` reaches every field, and `teach --help` names them all, nested ones dotted."""
+    import re
+
+    from pydantic import BaseModel
+
+    from magister.teach.config import TeachConfig, TrainConfig
+
+    text = re.sub(r"\x1b\[[0-9;]*m", "", invoke("teach", "--help"))
+    listed = text[text.index("Every config field"):]
+    names = []
+    for name, field in TeachConfig.model_fields.items():  # the sections (fields, budget, train) by their fields
+        section = field.annotation if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel) \
+            else None
+        names += [f"{name}.{inner}" for inner in section.model_fields] if section else [name]
+    assert {f"train.{name}" for name in TrainConfig.model_fields} <= set(names)
+    missing = [name for name in names if not re.search(rf"(?<![\w.]){re.escape(name)}(?!\w)", listed)]
+    assert not missing, f"not in `magister teach --help`: {missing}"
+
+
+def test_importing_the_cli_stays_light() -> None:
+    """The commands import the library when they run: `magister --help` loads no teaching, web or plotting code."""
+    import subprocess
+    import sys
+
+    heavy = ("magister.teach", "magister.web", "matplotlib", "torch", "transformers", "fastapi")
+    code = f"import sys, magister.cli; print([m for m in sys.modules if m.startswith({heavy!r})])"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"

@@ -18,7 +18,7 @@ LAYERS = [
     {"synth"},                                          # what a teacher writes and its filters
     {"teach"},                                          # the teaching loop
     {"web"},                                            # pages, charts, the static teach report
-    {"cli", "demo", "__main__", "__init__"},            # commands
+    {"cli", "demo", "__main__", "__init__"},            # commands: the cli package, one module per command group
 ]
 RANK = {room: number for number, rooms in enumerate(LAYERS) for room in rooms}
 
@@ -53,6 +53,12 @@ def test_no_import_points_up() -> None:
             if RANK[room(target)] > RANK[room(module)]:
                 upward.append(f"{path.relative_to(PACKAGE.parent)}:{line}: {module} imports {target}")
     assert not upward, "imports that point up a layer:\n" + "\n".join(upward)
+
+
+def test_the_cli_package_is_the_top_layer() -> None:
+    assert (PACKAGE / "cli").is_dir() and not (PACKAGE / "cli.py").exists()
+    modules = [f"magister.cli.{path.stem}" for path in (PACKAGE / "cli").glob("*.py")]
+    assert "magister.cli.main" in modules and {RANK[room(m)] for m in modules} == {len(LAYERS) - 1}
 
 
 def test_the_check_sees_an_upward_import(tmp_path: Path) -> None:

@@ -1,0 +1,5 @@
+"""`python -m magister.cli`."""
+
+from magister.cli import app
+
+app()
