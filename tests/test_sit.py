@@ -105,7 +105,7 @@ def _answers_in(db: Path) -> int:
         return 0
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT, signal.SIGTERM])
 def test_killed_process_resumes(tmp_path: Path, magister_home: Path, sig: signal.Signals) -> None:
     """A real `magister exam` process killed mid-run; the next identical command finishes the job."""
     rows = [{"id": f"q{i}", "text": f"item {i}", "label": ["neg", "pos"][i % 2]} for i in range(120)]
@@ -133,6 +133,45 @@ def test_killed_process_resumes(tmp_path: Path, magister_home: Path, sig: signal
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT COUNT(DISTINCT run_id) FROM answers").fetchone()[0] == 1
         assert conn.execute("SELECT status FROM runs").fetchall() == [("finished",)]
+
+
+def test_an_interrupt_exits_at_once_though_a_request_is_in_flight(tmp_path: Path, magister_home: Path) -> None:
+    """Against a server that answers after 30 s: Ctrl-C (and SIGTERM) exit in about a second, not when the
+    request finishes; a second signal during the shutdown is no traceback either."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Slow(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            time.sleep(30)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        path = write_jsonl(tmp_path / "exam.jsonl", [{"id": f"q{i}", "question": f"{i}+1?", "answer": str(i + 1)}
+                                                     for i in range(4)])
+        spec = f"openai-compatible:http://127.0.0.1:{server.server_port}/v1#m"
+        env = {**os.environ, "MAGISTER_HOME": str(magister_home)}
+        for sigs in ([signal.SIGINT], [signal.SIGTERM, signal.SIGTERM]):
+            process = subprocess.Popen([sys.executable, "-m", "magister.cli", "exam", str(path), "-m", spec],
+                                       env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            time.sleep(4)  # started, and its requests are in flight
+            sent = time.monotonic()
+            for sig in sigs:
+                process.send_signal(sig)
+                time.sleep(0.05)
+            _, stderr = process.communicate(timeout=20)
+            assert time.monotonic() - sent < 3, "the exit waited for the request in flight"
+            assert process.returncode == 130 and "Traceback" not in stderr
+        with sqlite3.connect(magister_home / "magister.db") as conn:
+            assert {s for (s,) in conn.execute("SELECT status FROM runs")} <= {"interrupted"}
+            assert conn.execute("SELECT COUNT(*) FROM leases").fetchone()[0] == 0
+    finally:
+        server.shutdown()
 
 
 def test_every_run_stores_its_kinds_and_label_sets(store: Store) -> None:

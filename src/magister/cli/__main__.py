@@ -1,5 +1,5 @@
 """`python -m magister.cli`."""
 
-from magister.cli import app
+from magister.cli.main import run
 
-app()
+run()

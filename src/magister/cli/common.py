@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import functools
 import json
+import os
+import signal
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated, Any, Callable, TypeVar
@@ -50,13 +53,40 @@ def guard(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+HARD_EXIT = False  # the console script sets it: after "Interrupted", exit at once, not after threads finish
+_signals = 0
+
+
+def _on_signal(signum: int, frame: object) -> None:
+    """SIGINT and SIGTERM alike: the first unwinds as a KeyboardInterrupt (finished work is saved, leases
+    released, the run marked interrupted); a second one while that happens exits at once, still 130."""
+    global _signals
+    _signals += 1
+    if _signals > 1:
+        os._exit(130)
+    raise KeyboardInterrupt
+
+
+def install_signal_handlers() -> None:
+    """Ctrl-C and SIGTERM stop a command the same way (the console script calls this)."""
+    global HARD_EXIT
+    HARD_EXIT = True
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
+
+
 @contextmanager
 def interruptible(then: str) -> Iterator[None]:
-    """Ctrl-C prints 'Interrupted: THEN' (what is saved, how to go on) and exits 130, without a traceback."""
+    """Ctrl-C (or SIGTERM) prints 'Interrupted: THEN' (what is saved, how to go on) and exits 130, without a
+    traceback and without waiting for requests still in flight: what finished is already in the store."""
     try:
         yield
     except KeyboardInterrupt:
         err.print(f"\nInterrupted: {then}")
+        if HARD_EXIT:  # worker threads blocked on a slow server would otherwise hold the exit for a minute
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(130)
         raise typer.Exit(130) from None
 
 

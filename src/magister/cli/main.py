@@ -16,7 +16,7 @@ from typing import Annotated
 
 import typer
 
-from magister.cli import exam, judge, rank, teach, view
+from magister.cli import common, exam, judge, rank, teach, view
 
 app = typer.Typer(help="Teach small language models from big ones, and prove the result with exams.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -53,3 +53,9 @@ app.command(cls=teach.TeachCommand)(teach.teach)
 app.command()(rank.difficulty)
 app.command()(exam.models)
 app.command()(view.view)
+
+
+def run() -> None:
+    """The `magister` console script: the app, with Ctrl-C and SIGTERM handled alike."""
+    common.install_signal_handlers()
+    app()
