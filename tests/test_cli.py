@@ -53,6 +53,15 @@ def test_runs_and_show_tables(exam_file: Path) -> None:
     assert "exam" in invoke("runs")
 
 
+def test_show_escapes_terminal_control_sequences(tmp_path: Path) -> None:
+    evil = "pos\x1b]52;c;cHduZWQ=\x07\x1b[2J [bold]not markup[/bold]"
+    path = write_jsonl(tmp_path / "evil.jsonl", [{"id": "e0", "question": "Say it", "answer": "pos"}])
+    run_id = json.loads(invoke("exam", str(path), "--model", f"mock:text={evil}", "--json"))["run_id"]
+    for output in (invoke("show", run_id), invoke("show", run_id, "--item", "e0")):
+        assert "\x1b" not in output and "\x07" not in output
+        assert "\\x1b]52" in output and "[bold]not markup[/bold]" in output
+
+
 def test_models_lists_backends() -> None:
     rows = json.loads(invoke("models", "--json"))
     assert {r["backend"] for r in rows} == {"llamacpp", "openai-compatible", "openai", "hf", "mock"}

@@ -7,12 +7,14 @@ import json
 import os
 import signal
 import sys
+import unicodedata
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated, Any, Callable, TypeVar
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from magister.errors import MagisterError
 
@@ -33,6 +35,14 @@ def print_json(data: object) -> None:
     from magister.jsonl import finite
 
     print(json.dumps(finite(data), default=str, allow_nan=False))
+
+
+def shown_text(text: object) -> Text:
+    """Model output or file content, safe for the terminal: control characters (ESC, BEL, backspace, ...)
+    shown as visible escapes (`\\x1b`) instead of being obeyed, and no rich markup read from it."""
+    value = "" if text is None else str(text)
+    return Text("".join(ch if ch in "\n\t" or unicodedata.category(ch) != "Cc" else f"\\x{ord(ch):02x}"
+                        for ch in value))
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:

@@ -12,7 +12,7 @@ import typer
 from rich.table import Column, Table
 
 from magister.cli.common import (JsonOpt, ModelOpt, closing, fail, guard, interruptible, open_store, out,
-                                  print_json)
+                                  print_json, shown_text)
 from magister.errors import MagisterError
 from magister.types import Kind
 
@@ -174,7 +174,8 @@ def runs(exam: Annotated[Optional[str], typer.Option(help="Only runs of this exa
     for r in rows:
         score = (f"{r.summary['accuracy']:.1%} ({r.summary['ci_low']:.1%}-{r.summary['ci_high']:.1%})"
                  if r.summary else "-")
-        table.add_row(r.id, time.strftime("%m-%d %H:%M", time.localtime(r.created_at)), r.exam_name, r.model,
+        table.add_row(r.id, time.strftime("%m-%d %H:%M", time.localtime(r.created_at)), shown_text(r.exam_name),
+                      shown_text(r.model),
                       r.grader, str(r.n_items), score, r.status)
     out.print(table)
 
@@ -210,12 +211,12 @@ def show(run_id: Annotated[str, typer.Argument(help="Run id (or its unique start
             print_json(detail)
             return
         table = Table(title=f"Item {item} · run {detail['run']['run_id']}", show_header=False)
-        table.add_row("question", detail["item"]["input"])
-        table.add_row("reference", detail["item"]["reference"])
-        table.add_row("answer", detail["answer"]["text"])
+        table.add_row("question", shown_text(detail["item"]["input"]))
+        table.add_row("reference", shown_text(detail["item"]["reference"]))
+        table.add_row("answer", shown_text(detail["answer"]["text"]))
         g = detail["grade"]
-        table.add_row("grade", f"{g['grader']}: score {g['score']:.3f}, read as {g['extracted']!r}"
-                      + (f" ({g['rationale']})" if g["rationale"] else ""))
+        table.add_row("grade", shown_text(f"{g['grader']}: score {g['score']:.3f}, read as {g['extracted']!r}"
+                                          + (f" ({g['rationale']})" if g["rationale"] else "")))
         out.print(table)
         out.print("[bold]The exact request[/]")
         out.print_json(data=detail["request"])
@@ -225,16 +226,17 @@ def show(run_id: Annotated[str, typer.Argument(help="Run id (or its unique start
                 out.print_json(data=detail["judge"]["request"])
                 out.print_json(data=detail["judge"]["completion"])
             else:
-                out.print(detail["judge"]["note"])
+                out.print(shown_text(detail["judge"]["note"]))
         return
     run_row = shown["run"]
-    table = Table("item", "input", "reference", "answer", "read as", "ok", title=f"Run {run_row['run_id']} · "
-                  f"{run_row['model']} · items {(shown['page'] - 1) * per_page + 1}-"
-                  f"{(shown['page'] - 1) * per_page + len(shown['items'])} of {shown['total']}")
+    table = Table("item", "input", "reference", "answer", "read as", "ok", title=shown_text(
+        f"Run {run_row['run_id']} · {run_row['model']} · items {(shown['page'] - 1) * per_page + 1}-"
+        f"{(shown['page'] - 1) * per_page + len(shown['items'])} of {shown['total']}"))
     for i in shown["items"]:
         mark = "-" if i["correct"] is None else "[green]✓[/]" if i["correct"] else "[red]✗[/]"
-        table.add_row(i["item_id"], i["input"][:160], i["reference"][:40], i["answer"][:120].replace("\n", " "),
-                      "[red]unparsed[/]" if not i["parsed"] else (i["extracted"] or ""),
+        table.add_row(shown_text(i["item_id"]), shown_text(i["input"][:160]), shown_text(i["reference"][:40]),
+                      shown_text(i["answer"][:120].replace("\n", " ")),
+                      "[red]unparsed[/]" if not i["parsed"] else shown_text(i["extracted"] or ""),
                       mark if i["correct"] is not None else f"{i['score']:.2f}")
     out.print(table)
     if shown["page"] < shown["pages"]:
