@@ -133,3 +133,12 @@ def test_importing_the_cli_stays_light() -> None:
     code = f"import sys, magister.cli; print([m for m in sys.modules if m.startswith({heavy!r})])"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_negative_shots_and_compare_discordant_zero(exam_file: Path) -> None:
+    refused = runner.invoke(app, ["exam", str(exam_file), "-m", "mock:first", "--fewshot", str(exam_file),
+                                  "--shots", "-3"])
+    assert refused.exit_code == 2 and "shots" in refused.output
+    a = json.loads(invoke("exam", str(exam_file), "--model", "mock:first", "--json"))["run_id"]
+    b = json.loads(invoke("exam", str(exam_file), "--model", "mock:last", "--json"))["run_id"]
+    assert "Items where they differ" not in invoke("compare", a, b, "--discordant", "0")

@@ -103,7 +103,7 @@ def exam(
     split: Annotated[str, typer.Option(help="Split of a Hugging Face dataset.")] = "test",
     name: Annotated[Optional[str], typer.Option(help="Exam name (default: the file name).")] = None,
     fewshot: Annotated[Optional[str], typer.Option(help="File of worked examples (same columns).")] = None,
-    shots: Annotated[int, typer.Option(help="How many worked examples to take from --fewshot.")] = 8,
+    shots: Annotated[int, typer.Option(min=0, help="How many worked examples to take from --fewshot.")] = 8,
     instructions: Annotated[Optional[str], typer.Option(help="System prompt; {labels} is filled in.")] = None,
     no_choices: Annotated[bool, typer.Option("--no-choices", help="Generate and parse text even where "
                                              "the backend could score the answer set.")] = False,

@@ -38,8 +38,8 @@ def compare(run_a: Annotated[str, typer.Argument(help="Run id (or its unique end
         if result.a_only is not None:
             table.add_row("discordant items", f"{result.a_only} only A right, {result.b_only} only B right")
         out.print(table)
-        differ = compare_page(store, a.id, b.id, per_page=discordant, discordant_only=True)
-        if differ["items"]:
+        differ = compare_page(store, a.id, b.id, per_page=max(discordant, 1), discordant_only=True)
+        if discordant and differ["items"]:
             items = Table("item", "input", "reference", "A's answer", "B's answer", title=f"Items where they differ "
                           f"({len(differ['items'])} of {differ['total']}; --discordant N for more)")
             for i in differ["items"]:
