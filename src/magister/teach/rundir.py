@@ -31,14 +31,10 @@ ROUND_PREFIX = "round-"
 
 
 @dataclass(frozen=True)
-class FoldDir:
-    """One fold student's folder inside a round."""
+class StudentDir:
+    """A folder `train()` writes a student into: `adapter/` (LoRA) and `model/` (merged)."""
 
     path: Path
-
-    @property
-    def answers(self) -> Path:
-        return self.path / "answers.json"
 
     @property
     def model(self) -> Path:
@@ -50,10 +46,18 @@ class FoldDir:
 
 
 @dataclass(frozen=True)
-class RoundDir:
+class FoldDir(StudentDir):
+    """One fold student's folder inside a round."""
+
+    @property
+    def answers(self) -> Path:
+        return self.path / "answers.json"
+
+
+@dataclass(frozen=True)
+class RoundDir(StudentDir):
     """One round's folder."""
 
-    path: Path
     number: int
 
     @property
@@ -83,14 +87,6 @@ class RoundDir:
     @property
     def losses(self) -> Path:
         return self.path / "losses.json"
-
-    @property
-    def model(self) -> Path:
-        return self.path / "model"
-
-    @property
-    def adapter(self) -> Path:
-        return self.path / "adapter"
 
     @property
     def grades(self) -> Path:
