@@ -140,3 +140,28 @@ def test_a_judge_check_file_whose_question_is_a_number(tmp_path: Path) -> None:
     path.write_text('{"question": 5, "response": "a", "reference": "a", "human": true}\n')
     with pytest.raises(DataError, match=r"labels.jsonl:1: expected text, got int .*\(field 'question'\)"):
         check(path, "rules", None, Columns())
+
+
+def test_a_damaged_database_page_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from helpers import write_jsonl
+    from magister.cli import app
+
+    monkeypatch.setenv("MAGISTER_HOME", str(tmp_path / "home"))
+    rows = [{"id": f"q{i}", "text": f"a longer sentence number {i} " * 8, "label": ["neg", "pos"][i % 2]}
+            for i in range(300)]
+    exam = write_jsonl(tmp_path / "exam.jsonl", rows)
+    runner = CliRunner()
+    assert runner.invoke(app, ["exam", str(exam), "-m", "mock:first", "--json"]).exit_code == 0
+    db = tmp_path / "home" / "magister.db"
+    data = bytearray(db.read_bytes())
+    page = 4096
+    for start in range(page * 3, len(data) - page, page * 2):  # scribble over every other page past the schema
+        data[start:start + page] = b"\xde\xad\xbe\xef" * (page // 4)
+    db.write_bytes(bytes(data))
+    for args in (["runs"], ["exam", str(exam), "-m", "mock:first"]):
+        result = runner.invoke(app, args)
+        assert result.exit_code != 0 and "Traceback" not in result.output, result.output
+        assert isinstance(result.exception, SystemExit), repr(result.exception)
+        assert "damaged" in result.output and len(result.output.strip().splitlines()) <= 3, result.output

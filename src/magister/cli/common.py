@@ -6,6 +6,7 @@ import functools
 import json
 import os
 import signal
+import sqlite3
 import sys
 import unicodedata
 from collections.abc import Iterator
@@ -60,6 +61,15 @@ def guard(fn: F) -> F:
             return fn(*args, **kwargs)
         except MagisterError as error:
             raise fail(str(error)) from None
+        except sqlite3.OperationalError as error:  # a full disk, a lock held too long
+            raise fail(f"the store could not be written or read ({error}): free some disk space, or wait for "
+                       "the other process, and run the same command again (finished work is kept)") from None
+        except sqlite3.DatabaseError as error:  # a damaged page found by a query, after the store opened
+            from magister.store import user_dir
+
+            raise fail(f"the store is damaged ({error}): copy what can be saved with `sqlite3 "
+                       f"{user_dir() / 'magister.db'} .recover | sqlite3 recovered.db`, then move the damaged "
+                       "file aside; Magister starts a new one") from None
     return wrapper  # type: ignore[return-value]
 
 
