@@ -62,6 +62,23 @@ def test_show_escapes_terminal_control_sequences(tmp_path: Path) -> None:
         assert "\\x1b]52" in output and "[bold]not markup[/bold]" in output
 
 
+def test_show_reads_a_damaged_row_without_a_crash(tmp_path: Path, magister_home: Path) -> None:
+    from magister.store import Store
+
+    path = write_jsonl(tmp_path / "e.jsonl", [{"id": f"e{i}", "question": f"Say {i}", "answer": "pos"} for i in range(3)])
+    run_id = json.loads(invoke("exam", str(path), "--model", "mock:text=pos", "--json"))["run_id"]
+    store = Store(magister_home / "magister.db")
+    with store.transaction():
+        store.db.execute("UPDATE responses SET request = '{not json', completion = '{nor this'")
+        store.db.execute("UPDATE items SET body = '{damaged' WHERE item_id = 'e1'")
+    store.close()
+    streamed = json.loads(invoke("show", run_id, "--json"))
+    assert len(streamed["items"]) == 3 and all("damaged" in i["request"] for i in streamed["items"])
+    detail = json.loads(invoke("show", run_id, "--item", "e1", "--json"))
+    assert "damaged" in detail["item"] and "damaged" in detail["completion"] and detail["judge"] is None
+    assert "not valid JSON" in invoke("show", run_id, "--item", "e1")
+
+
 def test_models_lists_backends() -> None:
     rows = json.loads(invoke("models", "--json"))
     assert {r["backend"] for r in rows} == {"llamacpp", "openai-compatible", "openai", "hf", "mock"}

@@ -246,6 +246,19 @@ def test_specs_and_keys(monkeypatch: pytest.MonkeyPatch) -> None:
         load_model("openai:gpt-4o-mini")
 
 
+@pytest.mark.parametrize(("url", "reason"), [
+    ("http://u:SECRET@127.0.0.1:99999/v1", "port out of range"),
+    ("http://127.0.0.1:0/v1", "port 0 is not a port"),
+    ("http://u:SECRET@127.0.0.1:abc/v1", "could not be cast to integer"),
+    ("http://[::1/v1", "Invalid IPv6 URL"),
+    ("http:///v1", "no host"),
+])
+def test_unreachable_url_is_one_line_without_secrets(url: str, reason: str) -> None:
+    with pytest.raises(ConfigError, match=reason) as info:
+        load_model(f"openai-compatible:{url}#m")
+    assert "SECRET" not in str(info.value) and "\n" not in str(info.value)
+
+
 def test_sit_stores_no_secret(flaky: str, monkeypatch: pytest.MonkeyPatch, magister_home) -> None:  # noqa: ANN001
     from helpers import sentiment_exam
     from magister.sit import sit

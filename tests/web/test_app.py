@@ -100,6 +100,16 @@ def test_item_page_shows_the_answer_choices_and_exact_request(client: TestClient
     assert missing.status_code == 404 and "no answer to item" in missing.text
 
 
+def test_a_damaged_stored_row_is_shown_as_damaged(client: TestClient, runs: dict[str, str], store: Store) -> None:
+    with store.transaction():
+        store.db.execute("UPDATE responses SET request = '{not json', completion = '{nor this'")
+        store.db.execute("UPDATE items SET body = '{damaged' WHERE item_id = 's3'")
+    data = client.get(f"/runs/{runs['mock:first']}/items/s3?format=json").json()
+    assert "damaged" in data["item"] and "damaged" in data["request"] and "damaged" in data["completion"]
+    page = client.get(f"/runs/{runs['mock:first']}/items/s3")
+    assert page.status_code == 200 and "not valid JSON" in page.text
+
+
 def test_compare_page_puts_discordant_items_first(client: TestClient, runs: dict[str, str]) -> None:
     data = client.get(f"/compare/{runs['mock:first']}/{runs['mock:last']}?format=json").json()
     assert data["comparison"]["a_only"] == 25 and data["comparison"]["b_only"] == 5

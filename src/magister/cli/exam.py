@@ -19,20 +19,32 @@ from magister.types import Kind
 
 def sit_and_report(exam, model_spec: str, grader: str, use_choices: bool, as_json: bool,  # noqa: ANN001
                    anchors=None, judge_spec: str | None = None, calibration: Path | None = None,  # noqa: ANN001
-                   cascade: bool = False, calibrate_choices: bool = False) -> None:
-    """Sit EXAM (`exam`, `demo`): check the options, open the models and the store, sit, print the scores."""
+                   cascade: bool = False, calibrate_choices: bool = False,
+                   ray_pool: tuple[int, float] | None = None) -> None:
+    """Sit EXAM (`exam`, `demo`): check the options, open the models and the store, sit, print the scores.
+
+    `ray_pool` (actors, CPUs per actor) sits on Ray actors; a judged grader with no judge spec then asks
+    the same actors."""
     from magister.graders import get_grader
     from magister.judges import JUDGED
     from magister.models.base import load_model
     from magister.sit import exam_shape, sit
     from magister.store import Store
 
+    judge = None
     if grader in JUDGED:  # every check before the store opens: a bad option writes nothing
-        judge = load_model(judge_spec or model_spec)
+        if ray_pool is None or judge_spec is not None:
+            judge = load_model(judge_spec or model_spec)
     else:
         get_grader(grader)
-        judge = None
-    model = load_model(model_spec)
+    if ray_pool is not None:
+        from magister.models.ray_pool import RayPool
+
+        model = RayPool(model_spec, actors=ray_pool[0], num_cpus=ray_pool[1])
+        if grader in JUDGED and judge is None:
+            judge = model
+    else:
+        model = load_model(model_spec)
     store = Store()
     with closing(model, judge, store), interruptible("finished items are saved. Run the same command again to "
                                                      "resume."):
@@ -116,6 +128,12 @@ def exam(
     calibrate_choices: Annotated[bool, typer.Option("--calibrate-choices", help="Contextual calibration: divide "
                                                     "out the answers' prior on a content-free input (constrained "
                                                     "choice; and the judge's yes/no with --grader match).")] = False,
+    use_ray: Annotated[bool, typer.Option("--ray", help="Sit on a pool of Ray actors, each loading its own copy "
+                                          "of the model: a local Ray, or the cluster RAY_ADDRESS names "
+                                          "(pip install 'magister[ray]').")] = False,
+    actors: Annotated[int, typer.Option(min=1, help="--ray: how many actors (copies of the model).")] = 2,
+    actor_cpus: Annotated[float, typer.Option(min=0.01, help="--ray: CPUs Ray reserves for each actor "
+                                              "(fractions are fine).")] = 0.5,
     as_json: JsonOpt = False,
 ) -> None:
     """Make a model sit an exam; grade, store and score every answer."""
@@ -140,7 +158,8 @@ def exam(
         loaded = loaded.model_copy(update={"name": f"{loaded.name}-anchors",
                                            "items": [by_id[a] for a in fitted.anchor_ids]})
     sit_and_report(loaded, model, grader, not no_choices, as_json, anchors=fitted, judge_spec=judge,
-                    calibration=calibration, cascade=cascade, calibrate_choices=calibrate_choices)
+                    calibration=calibration, cascade=cascade, calibrate_choices=calibrate_choices,
+                    ray_pool=(actors, actor_cpus) if use_ray else None)
 
 
 @guard
@@ -211,7 +230,7 @@ def show(run_id: Annotated[str, typer.Argument(help="Run id (or its unique start
             print_json(detail)
             return
         table = Table(title=f"Item {item} · run {detail['run']['run_id']}", show_header=False)
-        table.add_row("question", shown_text(detail["item"]["input"]))
+        table.add_row("question", shown_text(detail["item"]["input"]))  # a damaged row says so here
         table.add_row("reference", shown_text(detail["item"]["reference"]))
         table.add_row("answer", shown_text(detail["answer"]["text"]))
         g = detail["grade"]

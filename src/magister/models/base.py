@@ -141,6 +141,10 @@ def _hostport(parts: object) -> str:
     if ":" in host:  # IPv6
         host = f"[{host}]"
     port = parts.port  # type: ignore[attr-defined]  # raises ValueError on a bad port
+    if port == 0:
+        raise ValueError("port 0 is not a port a server listens on")
+    if not host:
+        raise ValueError("no host")
     return f"{host}:{port}" if port else host
 
 

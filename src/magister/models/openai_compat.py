@@ -204,8 +204,9 @@ class OpenAICompatModel(Model):
         self.base_url = redact_url(url).rstrip("/")  # shown, stored and hashed; the real URL only sends
         try:
             send_url, self.url_credentials, params = split_credentials(url)
-        except ValueError:  # a port that is not a number, a broken IPv6 address ...
-            raise ConfigError(f"{self.base_url} is not a URL that can be reached (check the host and port)") from None
+        except ValueError as error:  # a port that is not a number or out of range, a broken IPv6 address ...
+            reason = str(error).replace("Port", "port")  # urllib's messages name the port, never the userinfo
+            raise ConfigError(f"{self.base_url} is not a URL that can be reached: {reason}") from None
         secrets = [v for k, v in self.url_credentials.items() if k != "key_name"]
         secrets += [value or name for name, value in params]  # a bare ?TOKEN is a name without a value
         self.secrets = sorted({v for v in secrets if len(v) >= 3}, key=len, reverse=True)  # scrubbed from replies

@@ -110,6 +110,15 @@ def _histogram(store: Store, run: RunRow, bins: int = 10) -> dict[str, Any]:
     return {"edges": [k / bins for k in range(bins + 1)], "counts": buckets}
 
 
+def stored_json(text: str) -> Any:
+    """A JSON column read back; a damaged row (not JSON) is shown as what it is, never a crash."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return {"damaged": "this stored row is not valid JSON: the store is damaged here (a damaged cached "
+                           "response is asked again by the next exam that needs it)", "text": text[:200]}
+
+
 def item_page(store: Store, run_id: str, item_id: str) -> dict[str, Any]:
     """One answer in full: the item, the answer, its grade, choice log-probabilities, the exact request."""
     run = find_run(store, run_id)
@@ -126,16 +135,19 @@ def item_page(store: Store, run_id: str, item_id: str) -> dict[str, Any]:
         bars = sorted(({"choice": k, "logprob": v, "prob": weights[k] / total} for k, v in logprobs.items()),
                       key=lambda b: -b["logprob"])
     neighbours = store.neighbours(run.id, row.position)
-    return {"run": run_row(run), "item": json.loads(row.item_json),
+    item = stored_json(row.item_json)
+    if "damaged" in item:  # what the pages read of an item, so a damaged one still shows its answer and grade
+        item.update(id=item_id, input=item["damaged"], reference="", kind="", choices=None)
+    return {"run": run_row(run), "item": item,
             "answer": {"text": row.text, "prompt_tokens": row.prompt_tokens, "completion_tokens": row.completion_tokens,
                        "latency_s": row.latency_s, "cached": row.cached, "request_key": row.request_key},
             "grade": {"grader": row.grader, "score": row.score, "correct": row.correct, "extracted": row.extracted,
                       "parsed": row.parsed, "rationale": row.rationale, "raw": row.raw},
             "choice_logprobs": bars,
-            "request": json.loads(request[0]) if request else None,
-            "completion": json.loads(request[1]) if request else None,
+            "request": stored_json(request[0]) if request else None,
+            "completion": stored_json(request[1]) if request else None,
             "labels": [{"who": w, "correct": c, "at": t} for i, w, c, t in store.labels(run.id) if i == item_id],
-            "judge": judge_request(store, run, json.loads(row.item_json), row.text),
+            "judge": None if "damaged" in item else judge_request(store, run, item, row.text),
             "previous": neighbours[0], "next": neighbours[1]}
 
 
@@ -151,9 +163,12 @@ def judge_request(store: Store, run: RunRow, item: dict[str, Any], answer: str) 
     wanted = [m.model_dump() for m in messages]
     for request, completion in store.responses_containing(
             json.dumps(messages[-1].content, ensure_ascii=False)[1:-1][:200]):
-        stored = Request.model_validate_json(request)
+        try:
+            stored = Request.model_validate_json(request)
+        except ValueError:  # a damaged row cannot be the judge's request
+            continue
         if [m.model_dump() for m in stored.messages or []] == wanted:
-            return {"request": json.loads(request), "completion": json.loads(completion)}
+            return {"request": json.loads(request), "completion": stored_json(completion)}
     return {"request": None, "note": "no judge call is stored for this answer (settled by the rules, or judged "
                                      "before the prompt changed)"}
 
