@@ -165,3 +165,46 @@ def test_a_damaged_database_page_is_one_line(tmp_path: Path, monkeypatch: pytest
         assert result.exit_code != 0 and "Traceback" not in result.output, result.output
         assert isinstance(result.exception, SystemExit), repr(result.exception)
         assert "damaged" in result.output and len(result.output.strip().splitlines()) <= 3, result.output
+
+
+def test_a_full_disk_is_one_line_and_the_same_command_resumes(tmp_path: Path) -> None:
+    """`ulimit -f` makes every write past a size fail as a full disk does (EFBIG; Python ignores SIGXFSZ)."""
+    import json
+    import os
+    import resource
+    import sqlite3
+    import subprocess
+    import sys
+
+    rows = [{"id": f"q{i}", "text": f"item {i} " + "x" * 400, "label": ["neg", "pos"][i % 2]} for i in range(500)]
+    path = tmp_path / "big.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    command = [sys.executable, "-m", "magister.cli", "exam", str(path), "--model", "mock:first", "--json"]
+
+    def run(home: Path, limit: int | None = None) -> subprocess.CompletedProcess:
+        def cap() -> None:
+            if limit is not None:
+                resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+        return subprocess.run(command, env={**os.environ, "MAGISTER_HOME": str(home)}, capture_output=True,
+                              text=True, timeout=120, preexec_fn=cap)
+
+    assert run(tmp_path / "roomy").returncode == 0
+    full_size = (tmp_path / "roomy" / "magister.db").stat().st_size
+    home = tmp_path / "full"
+    home.mkdir()
+    failed = run(home, limit=full_size * 3 // 4)
+    assert failed.returncode == 1 and "Traceback" not in failed.stderr + failed.stdout
+    error_lines = [line for line in failed.stderr.splitlines() if line.startswith("Error:")]
+    assert len(error_lines) == 1 and "could not be written" in error_lines[0] and "free some disk space" in error_lines[0]
+    with sqlite3.connect(home / "magister.db") as conn:
+        saved = conn.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
+    assert 0 < saved < 500
+
+    again = run(home)
+    assert again.returncode == 0, again.stderr
+    summary = json.loads(again.stdout)
+    assert summary["n"] == 500 and summary["resumed_items"] == saved
+    assert summary["model_calls"] + summary["cache_hits"] == 500 - saved  # nothing answered is asked again
+    with sqlite3.connect(home / "magister.db") as conn:
+        assert conn.execute("SELECT status FROM runs").fetchall() == [("finished",)]
+        assert conn.execute("SELECT COUNT(*) FROM leases").fetchone()[0] == 0
