@@ -130,7 +130,7 @@ def exam(
                                                     "choice; and the judge's yes/no with --grader match).")] = False,
     use_ray: Annotated[bool, typer.Option("--ray", help="Sit on a pool of Ray actors, each loading its own copy "
                                           "of the model: a local Ray, or the cluster RAY_ADDRESS names "
-                                          "(pip install 'magister[ray]').")] = False,
+                                          "(needs Magister's ray extra).")] = False,
     actors: Annotated[int, typer.Option(min=1, help="--ray: how many actors (copies of the model).")] = 2,
     actor_cpus: Annotated[float, typer.Option(min=0.01, help="--ray: CPUs Ray reserves for each actor "
                                               "(fractions are fine).")] = 0.5,

@@ -125,6 +125,10 @@ class TeachConfig(Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
     out: Path = Field(Path("runs/teach"), description="Directory of this run: rounds, models, report.")
     exam_limit: int | None = Field(None, ge=1, description="Use only the first N exam items.")
+    ray: bool = Field(False, description="The students sit their exams on a pool of Ray actors (2, half a CPU "
+                                         "each): a local Ray, or the cluster RAY_ADDRESS names "
+                                         "(pip install 'magister[ray]'). How exams are sat, not what is taught: "
+                                         "a run may resume with it changed.")
 
 
 def parse_sets(items: list[str]) -> dict[str, object]:

@@ -92,7 +92,7 @@ class Round:
 
 def stored_config(config: TeachConfig) -> dict[str, Any]:
     """The config as it is written to state.json and reports: model specs without URL credentials."""
-    data = json.loads(config.model_dump_json())
+    data = json.loads(config.model_dump_json(exclude={"ray"}))  # how exams are sat: a run resumes either way
     for key in ("teacher", "verifier", "student"):
         if data.get(key):
             data[key] = redact(data[key])
@@ -319,7 +319,12 @@ class Teach:
 
     def _graded(self, model_dir: Path, exam: Exam) -> tuple[Any, list[tuple[Any, Any]]]:
         """The student in `model_dir` sits `exam` (not the held-out exam): its run summary and graded answers."""
-        model = load_model(f"hf:{model_dir}")
+        if self.config.ray:
+            from magister.models.ray_pool import RayPool
+
+            model: Model = RayPool(f"hf:{model_dir}")
+        else:
+            model = load_model(f"hf:{model_dir}")
         try:
             summary = sit(exam, model, self.store, console=self.console, progress=self.progress)
             return summary, self.store.answers(summary.run_id)
