@@ -157,9 +157,7 @@ def test_without_ray_one_clear_line(monkeypatch: pytest.MonkeyPatch, tmp_path: P
         pool("mock:first")
     path = write_jsonl(tmp_path / "exam.jsonl", [{"id": "q0", "text": "item", "label": "neg"}])
     result = CliRunner().invoke(app, ["exam", str(path), "--model", "mock:first", "--ray"])
-    # cli.common.fail prints the message as rich markup, which eats "[ray]" (every "magister[extra]" hint
-    # shows as "magister'"): so only the part rich leaves alone is checked here
-    assert result.exit_code == 1 and "Error: sitting on Ray needs ray: pip install 'magister" in result.output
+    assert result.exit_code == 1 and "Error: sitting on Ray needs ray: pip install 'magister[ray]'" in result.output
     assert "Traceback" not in result.output
 
 

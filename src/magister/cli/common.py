@@ -48,7 +48,9 @@ def shown_text(text: object) -> Text:
 
 def fail(message: str, code: int = 1) -> typer.Exit:
     """Print an error line and return the exit to raise: `raise fail("...")`."""
-    err.print(f"[bold red]Error:[/] {message}", highlight=False)
+    from rich.markup import escape
+
+    err.print(f"[bold red]Error:[/] {escape(message)}", highlight=False)  # "pip install 'magister[ray]'" as written
     return typer.Exit(code)
 
 
