@@ -62,6 +62,7 @@ def test_same_grades_and_cache_as_a_local_run(cluster: str, tmp_path: Path) -> N
     remote = pool("mock:last")
     try:
         assert remote.batch_size == 16 and remote.supports_choices and remote.identity() == "mock:last"
+        assert remote.threads == ["1", "1"]  # half a CPU each: one compute thread each, not every core
         on_ray = sit(exam, remote, ray_store, progress=False)
         assert remote.sent == 20
         assert grades(ray_store, on_ray.run_id) == grades(local_store, local.run_id)

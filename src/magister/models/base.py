@@ -10,9 +10,12 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import math
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from magister.errors import ConfigError
 from magister.types import Completion, Request
@@ -70,6 +73,28 @@ BACKENDS: dict[str, Backend] = {b.name: b for b in [
 
 DEFAULT_MODEL = "llamacpp:smollm2"
 
+
+
+def env_number(name: str, default: float, kind: type, low: float) -> Any:
+    """A number from the environment, checked: a bad value is one clear error, not a traceback."""
+    text = os.environ.get(name)
+    if text is None or not text.strip():
+        return kind(default)
+    try:
+        value = kind(text)
+    except ValueError:
+        raise ConfigError(f"{name}={text!r} is not {'an integer' if kind is int else 'a number'}") from None
+    if not math.isfinite(value):  # nan would pass every comparison, inf would wait forever
+        raise ConfigError(f"{name}={text!r} must be a finite number")
+    if value < low:
+        raise ConfigError(f"{name}={text!r} must be at least {low:g}")
+    return value
+
+
+def threads() -> int:
+    """CPU threads a local backend computes with: MAGISTER_THREADS, else every core (a Ray actor sets it from
+    its share of the CPUs, so two actors on two cores do not each run two threads)."""
+    return env_number("MAGISTER_THREADS", os.cpu_count() or 1, int, low=1)
 
 def backend_class(name: str) -> type[Model]:
     """The Model class of a backend, imported on first use."""

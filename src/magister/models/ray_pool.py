@@ -67,7 +67,7 @@ class Backend:
         m = self.model
         return {"backend": m.backend, "identity": m.identity(), "supports_choices": m.supports_choices,
                 "supports_logprobs": m.supports_logprobs, "batch_size": m.batch_size,
-                "host": socket.gethostname(), "pid": os.getpid()}
+                "host": socket.gethostname(), "pid": os.getpid(), "threads": os.environ.get("MAGISTER_THREADS")}
 
     def generate(self, requests: list[Request]) -> tuple[list[Completion] | None, MagisterError | None]:
         assert self.model is not None
@@ -92,7 +92,10 @@ class RayPool(Model):
         self.ray = connect(actors * num_cpus)
         self._spec = spec  # the spec as given (credentials too): only the actors see it
         self.retries, self.start_timeout_s = retries, start_timeout_s
-        self._actor_class = self.ray.remote(Backend).options(num_cpus=num_cpus, max_restarts=0, **options)
+        # each backend computes with as many threads as its actor has CPUs (at least one), not with every core
+        env = {"env_vars": {"MAGISTER_THREADS": str(max(1, math.floor(num_cpus)))}}
+        self._actor_class = self.ray.remote(Backend).options(num_cpus=num_cpus, max_restarts=0,
+                                                             runtime_env=options.pop("runtime_env", env), **options)
         self.actors: list[Any] = []
         self.sent = 0  # requests handed to actors, chunks sent again included
         self.replaced = 0  # actors that died and were replaced
@@ -107,6 +110,7 @@ class RayPool(Model):
         self.supports_choices, self.supports_logprobs = first["supports_choices"], first["supports_logprobs"]
         self.batch_size = first["batch_size"] * actors
         self.hosts = sorted({d["host"] for d in described})
+        self.threads = [d["threads"] for d in described]  # MAGISTER_THREADS inside each actor
 
     def identity(self) -> str:
         return self._identity
