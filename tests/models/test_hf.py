@@ -54,6 +54,30 @@ def test_multi_token_candidates_on_the_shared_prompt_cache_equal_full_sequences(
     assert tiny.generate([request])[0].choice_logprobs == completion.choice_logprobs  # the same, every time
 
 
+def test_shared_turns_are_computed_once_and_change_no_score(tiny) -> None:  # noqa: ANN001
+    """The system and few-shot turns' cache, computed once and reused, gives a full forward's scores, the same
+    whatever was scored before."""
+    def request(text: str) -> Request:
+        return Request(messages=[Message(role="system", content="Classify the text. Labels: good movie, bad."),
+                                 Message(role="user", content="an example"), Message(role="assistant", content="bad"),
+                                 Message(role="user", content=text)], choices=["good movie", "bad"])
+
+    first, second = request("the movie is good"), request("awful food")
+    prompt = tiny.tokenizer(tiny.format(first), add_special_tokens=False).input_ids
+    head = tiny._head_length(first, prompt)
+    assert 0 < head < len(prompt) and head == tiny._head_length(second, tiny._encode([tiny.format(second)])[0])
+    [after_other] = tiny.generate([second, first])[1:]
+    tiny._head_kv = None
+    [fresh] = tiny.generate([first])
+    assert after_other.choice_logprobs == fresh.choice_logprobs  # a function of the request alone
+    for candidate in first.choices:
+        target = tiny.tokenizer(candidate, add_special_tokens=False).input_ids
+        with torch.no_grad():
+            logprobs = torch.log_softmax(tiny.model(torch.tensor([prompt + target])).logits[0], dim=-1)
+        direct = sum(float(logprobs[len(prompt) - 1 + j, t]) for j, t in enumerate(target))
+        assert fresh.choice_logprobs[candidate] == pytest.approx(direct, abs=1e-4), candidate
+
+
 def test_batched_generation_matches_single(tiny) -> None:  # noqa: ANN001
     requests = [chat("good", max_tokens=5), chat("the movie is great great", max_tokens=3)]
     batched = tiny.generate(requests)

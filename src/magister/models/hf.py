@@ -13,13 +13,14 @@ candidates together on the prompt's key/value cache, summing the candidate token
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from magister.errors import BackendError, ConfigError
-from magister.models.base import Model
+from magister.models.base import Model, threads
 from magister.types import Completion, Request
 
 
@@ -50,6 +51,8 @@ class HFModel(Model):
         except ImportError:
             raise BackendError("the hf backend needs torch and transformers: pip install 'magister[hf]'") from None
         self.torch = torch
+        if os.environ.get("MAGISTER_THREADS"):  # set by a Ray actor for its share of the CPUs (torch's own default else)
+            torch.set_num_threads(threads())
         transformers.utils.logging.disable_progress_bar()  # no per-load weight bars: sit() shows progress
         name = spec.partition(":")[2]
         if name == "smollm2":
@@ -77,6 +80,8 @@ class HFModel(Model):
         if self.device == "cuda":
             self.batch_size = 32
         self._identity = _identity(self.path)
+        self._head_tokens: dict[str, list[int]] = {}  # the shared turns of the last exam scored, tokenised
+        self._head_kv: tuple[tuple[int, ...], Any] | None = None  # ... and their key/value cache
 
     def identity(self) -> str:
         return self._identity
@@ -149,22 +154,55 @@ class HFModel(Model):
         batch) and leaves its key/value cache; every candidate's first token is read off the prompt's last
         position. The candidates of two or more tokens then run as one batch on top of the shared cache
         (`past_key_values`, repeated per candidate), and the log-softmax is taken only at the positions read.
+
+        The turns before the last (the system turn with the instructions and labels, the few-shot turns) are
+        the same for every item of an exam: their cache is computed once and copied for each item, which then
+        runs only its own question. The split is a function of the request alone, so an item's scores never
+        depend on which items came before it.
         """
         torch = self.torch
         start = time.perf_counter()
         prompts = self._encode([self.format(r) for r in requests])
         with torch.no_grad():
-            scores = [self._score_one(prompt, list(request.choices or [])) for request, prompt in zip(requests, prompts)]
+            scores = [self._score_one(prompt, list(request.choices or []), self._head_length(request, prompt))
+                      for request, prompt in zip(requests, prompts)]
         elapsed = time.perf_counter() - start
         return [Completion(text=max(s, key=s.__getitem__), choice_logprobs=s, prompt_tokens=len(p),
                            latency_s=elapsed / len(requests), finish_reason="choice")
                 for s, p in zip(scores, prompts)]
 
-    def _score_one(self, prompt: list[int], choices: list[str]) -> dict[str, float]:
+    def _head_length(self, request: Request, prompt: list[int]) -> int:
+        """How many leading tokens of `prompt` are the turns before the last one (0 when there are none, or
+        when they do not tokenise to a prefix of the whole prompt)."""
+        messages = request.messages or []
+        if request.prompt is not None or len(messages) < 2:
+            return 0
+        head = self.tokenizer.apply_chat_template([m.model_dump() for m in messages[:-1]], tokenize=False)
+        tokens = self._head_tokens.get(head)
+        if tokens is None:
+            tokens = self._encode([head])[0]
+            self._head_tokens = {head: tokens}  # one exam at a time: keep the last head only
+        return len(tokens) if len(tokens) < len(prompt) and prompt[:len(tokens)] == tokens else 0
+
+    def _head_cache(self, head: list[int]) -> Any:
+        """A fresh copy of the key/value cache of `head` (computed once per head; items extend their copy)."""
+        import copy
+
+        key = tuple(head)
+        if self._head_kv is None or self._head_kv[0] != key:
+            out = self.model(input_ids=self.torch.tensor([head], device=self.device), use_cache=True)
+            self._head_kv = (key, out.past_key_values)
+        return copy.deepcopy(self._head_kv[1])
+
+    def _score_one(self, prompt: list[int], choices: list[str], head: int = 0) -> dict[str, float]:
         torch = self.torch
         tokens = {c: self.tokenizer(c, add_special_tokens=False)["input_ids"] or [self.tokenizer.eos_token_id]
                   for c in choices}
-        out = self.model(input_ids=torch.tensor([prompt], device=self.device), use_cache=True)
+        if head:
+            out = self.model(input_ids=torch.tensor([prompt[head:]], device=self.device),
+                             past_key_values=self._head_cache(prompt[:head]), use_cache=True)
+        else:
+            out = self.model(input_ids=torch.tensor([prompt], device=self.device), use_cache=True)
         first = torch.log_softmax(out.logits[0, -1].float(), dim=-1)
         scores = {c: float(first[t[0]]) for c, t in tokens.items()}
         long = [c for c, t in tokens.items() if len(t) > 1]
