@@ -21,6 +21,8 @@ overrides). Arms, with the same training seeds:
                        ablate_similar (d) with `similar` instead of `contrast`
                        ablate_gate    (d) with the old gate (the verifier need only beat the most
                                       common label)
+  variant (--arms):    pairs          (d) with `pairs`: contrast from both sides of each confused pair,
+                                      so the additions stay balanced over the two labels
   (f) teacher_fewshot  the teacher itself with 12 worked examples from the seed
   (g) full_data        the student fine-tuned on all labelled training items (one seed, --full-epochs)
 
@@ -67,9 +69,12 @@ from magister.teach.seeds import grid  # noqa: E402
 ROOT = Path(__file__).resolve().parent
 SHARED = ROOT.parent.parent / "shared" / "data"
 DATA = SHARED / "trec"
-TRAINED = ("seed_only", "llm2llm", "magister", "untargeted", "ablate_probe", "ablate_similar", "ablate_gate")
+TRAINED = ("seed_only", "llm2llm", "magister", "untargeted", "ablate_probe", "ablate_similar", "ablate_gate",
+           "pairs")
 MAIN_ARMS = ("zero_shot", "seed_only", "llm2llm", "magister", "untargeted", "teacher_fewshot")
-ABLATIONS = {"ablate_probe": {"mine": "probe"}, "ablate_similar": {"strategies": ["similar"]},
+# Arms that change one setting of (d) and re-use its round-0 fold students: three ablations, and one variant.
+ABLATIONS = {"pairs": {"strategies": ["pairs"]},
+             "ablate_probe": {"mine": "probe"}, "ablate_similar": {"strategies": ["similar"]},
              "ablate_gate": {"verify_gate": "majority"}}
 
 
@@ -315,7 +320,7 @@ def main() -> None:
         "teacher": teacher_spec, "rounds": args.rounds, "per_item": args.per_item, "probe_size": args.probe_size,
         "task": args.task, "folds": args.folds, "fold_epochs": args.fold_epochs,
         "magister": "TeachConfig defaults: mine folds, strategies [contrast], verify teacher, verify_gate student, "
-                    "select dev", "method": "lora", "lora_r": args.lora_r,
+                    "select dev", "pairs": "magister with strategies [pairs]", "method": "lora", "lora_r": args.lora_r,
         "lora_alpha": 2 * args.lora_r, "target_modules": "all-linear", "epochs": args.epochs,
         "full_data_epochs": args.full_epochs, "learning_rate": args.learning_rate, "batch_size": 8,
         "max_length": args.max_length, "scoring": "constrained choice over the labels",
@@ -371,7 +376,8 @@ def paired(a: dict[str, bool], b: dict[str, bool]) -> dict:
 
 def print_table(result: dict) -> None:
     print(f"{'arm':<16} {'accuracy':>9} {'95% CI':>13} {'runs':>24} {'teacher tok':>12}")
-    for name in ("zero_shot", "seed_only", "llm2llm", "magister", "untargeted", "teacher_fewshot", "full_data"):
+    for name in ("zero_shot", "seed_only", "llm2llm", "magister", "untargeted", "teacher_fewshot", "full_data",
+                 *ABLATIONS):
         if name not in result:
             continue
         r = result[name]

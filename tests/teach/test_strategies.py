@@ -95,3 +95,24 @@ def test_the_config_names_every_strategy_module_and_no_other() -> None:
 
     [literal] = typing.get_args(TeachConfig.model_fields["strategies"].annotation)
     assert set(typing.get_args(literal)) == set(STRATEGIES)
+
+
+def test_pairs_writes_both_sides_of_each_confused_pair() -> None:
+    pairs = STRATEGIES["pairs"]
+    seed = [Item(id=f"p{i}", input=f"good {i}", reference="positive", kind=Kind.classification, labels=LABELS)
+            for i in range(4)] + [Item(id=f"n{i}", input=f"bad {i}", reference="negative", kind=Kind.classification,
+                                       labels=LABELS) for i in range(4)]
+    gold, mirror = pairs.jobs([mined()], seed, 2, True)
+    assert (gold.label, mirror.label) == ("positive", "negative") and gold.strategy == mirror.strategy == "pairs"
+    assert {s.reference for s in mirror.examples} == {"negative"} and {s.reference for s in mirror.contrast} == \
+        {"positive"}
+    assert pairs.prompt(gold) == STRATEGIES["contrast"].prompt(gold)  # the gold side is `contrast`
+    asked = pairs.prompt(mirror)[1].content
+    assert "correct label is 'negative'" in asked and "could mistake for 'positive'" in asked
+    assert "labelled 'positive', but a student model took it for 'negative'" in asked
+    drafts = pairs.read("Input: a dull film that some call a triumph\nInput: flat and tired", mirror)
+    assert [(d.reference, d.source, d.reason) for d in drafts] == [("negative", "s1", None)] * 2
+    # an answer outside the label set, or a free-form item, has no mirror: one job, as `contrast`
+    odd = Mined(mined().item, wrong="maybe")
+    assert len(pairs.jobs([odd], seed, 2, True)) == 1
+    assert len(pairs.jobs([mined(kind=Kind.free_form)], seed, 2, True)) == 1

@@ -76,10 +76,12 @@ class TeachConfig(Strict):
     student: str = Field("smollm2", description="'smollm2' (the embedded GGUF), a GGUF file or a model directory.")
     verifier: str | None = Field(None, description="Model that checks new examples; default the teacher.")
     rounds: int = Field(3, ge=0, le=100)
-    strategies: list[Literal["contrast", "similar", "rephrase", "explain", "new", "replay"]] = Field(
+    strategies: list[Literal["contrast", "pairs", "similar", "rephrase", "explain", "new", "replay"]] = Field(
         default_factory=lambda: ["contrast"],
         description="How the teacher turns an error into new examples; `contrast` writes inputs of the human "
-                    "label that could be mistaken for the student's answer.")
+                    "label that could be mistaken for the student's answer; `pairs` also writes the mirror "
+                    "(inputs of the student's answer that could be mistaken for the human label), so the "
+                    "additions stay balanced over each confused pair of labels.")
     per_item: int = Field(2, ge=1, le=10, description="New examples the teacher writes per mined item.")
     show_wrong_answer: bool = Field(True, description="Show the teacher the student's wrong answer.")
     label_descriptions: dict[str, str] = Field(

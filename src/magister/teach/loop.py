@@ -190,9 +190,9 @@ class Teach:
             for exam in (self.seed, self.exam, *([self.dev] if self.dev else [])):
                 exam.items = [i.model_copy(update={"labels": labels}) for i in exam.items]
         wanted = set(self.config.strategies)
-        if self.exam.items[0].kind.value == "multiple_choice" and wanted & {"similar", "new", "contrast"}:
-            raise ConfigError("strategies 'contrast', 'similar' and 'new' cannot write multiple-choice options yet; "
-                              "use 'rephrase' and 'explain' for multiple-choice seeds")
+        if self.exam.items[0].kind.value == "multiple_choice" and wanted & {"similar", "new", "contrast", "pairs"}:
+            raise ConfigError("strategies 'contrast', 'pairs', 'similar' and 'new' cannot write multiple-choice "
+                              "options yet; use 'rephrase' and 'explain' for multiple-choice seeds")
 
     # -- the run -----------------------------------------------------------------------------
 
