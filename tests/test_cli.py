@@ -159,3 +159,20 @@ def test_negative_shots_and_compare_discordant_zero(exam_file: Path) -> None:
     a = json.loads(invoke("exam", str(exam_file), "--model", "mock:first", "--json"))["run_id"]
     b = json.loads(invoke("exam", str(exam_file), "--model", "mock:last", "--json"))["run_id"]
     assert "Items where they differ" not in invoke("compare", a, b, "--discordant", "0")
+
+
+def test_a_postgres_error_in_a_command_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    psycopg = pytest.importorskip("psycopg")
+    import typer
+
+    from magister.cli.common import guard
+
+    @guard
+    def command() -> None:
+        raise psycopg.errors.DiskFull('could not extend file "base/16384/2619": No space left on device\nHINT: x')
+
+    with pytest.raises(typer.Exit):
+        command()
+    shown = capsys.readouterr().err
+    assert "the PostgreSQL store failed: could not extend file" in shown and "HINT" not in shown
+    assert "Traceback" not in shown

@@ -18,6 +18,7 @@ from magister.models.base import load_model
 from magister.models.mock import MockModel
 from magister.sit import sit
 from magister.store import Store
+from postgres import on_both_backends
 
 
 def test_score_and_interval(store: Store) -> None:
@@ -64,6 +65,7 @@ def test_unparsed_answers_are_counted(store: Store) -> None:
     assert summary.parse_failures == 4 and summary.accuracy == 0.0
 
 
+@on_both_backends
 def test_interrupt_then_resume_asks_nothing_twice(store: Store) -> None:
     exam = sentiment_exam(40)
 
@@ -81,6 +83,7 @@ def test_interrupt_then_resume_asks_nothing_twice(store: Store) -> None:
     assert len(store.runs()) == 1  # the same run, finished
 
 
+@on_both_backends
 def test_failed_batch_keeps_finished_completions(store: Store) -> None:
     class HalfBroken(MockModel):
         def generate(self, requests):  # noqa: ANN001, ANN202
@@ -182,6 +185,7 @@ def test_every_run_stores_its_kinds_and_label_sets(store: Store) -> None:
     assert config["kinds"] == ["classification"] and config["label_sets"] == [["negative", "positive"]]
 
 
+@on_both_backends
 def test_a_bad_regex_fails_before_any_call_and_a_failed_run_resumes(store: Store) -> None:
     from magister.errors import ConfigError
     from magister.models.base import load_model
@@ -214,7 +218,8 @@ def test_a_bad_regex_fails_before_any_call_and_a_failed_run_resumes(store: Store
     assert summary.run_id == failed.id and summary.resumed_items == 1 and store.run(failed.id).status == "finished"
 
 
-def test_the_same_exam_run_twice_at_once_asks_each_item_once(magister_home: Path) -> None:
+@on_both_backends
+def test_the_same_exam_run_twice_at_once_asks_each_item_once(store_url: str | None) -> None:
     """Two workers on one run lease batches: every item is asked once, and both print the store's final score."""
     import threading
 
@@ -252,6 +257,7 @@ def test_the_same_exam_run_twice_at_once_asks_each_item_once(magister_home: Path
     store.close()
 
 
+@on_both_backends
 def test_a_lease_of_a_dead_worker_is_taken_over(store: Store) -> None:
     exam = sentiment_exam(6)
     run = store.open_run(exam, "mock:first", "auto", "fp", {})

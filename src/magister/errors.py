@@ -23,6 +23,10 @@ class DataError(MagisterError):
         super().__init__(f"{prefix}{message}{suffix}")
 
 
+class StoreError(MagisterError):
+    """The store's server could not be reached or stopped answering (PostgreSQL): one line, the URL redacted."""
+
+
 class BackendError(MagisterError):
     """A model backend failed: missing dependency, unreachable server, bad response.
 

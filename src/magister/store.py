@@ -1,10 +1,18 @@
-"""The SQLite store: runs, exams, every request and response (the response cache), answers, grades.
+"""The store: runs, exams, every request and response (the response cache), answers, grades.
 
-One database file in the user directory (`MAGISTER_HOME`, or the platform's user-data
-dir), in WAL mode so a reader (`magister runs`) never blocks a run. Each batch of answers
-is written in one transaction together with its responses and grades, so a crash or
-Ctrl-C loses at most the batch in flight and a resumed run picks up from there.
-Schema changes are numbered migration functions, applied in order (PRAGMA user_version).
+By default one SQLite file in the user directory (`MAGISTER_HOME`, or the platform's user-data
+dir), in WAL mode so a reader (`magister runs`) never blocks a run; for a team, one PostgreSQL
+database shared by several machines (`MAGISTER_STORE=postgresql://...`, psycopg 3, imported only
+then). Each batch of answers is written in one transaction together with its responses and
+grades, so a crash or Ctrl-C loses at most the batch in flight and a resumed run picks up from
+there. Schema changes are numbered migration functions, applied in order.
+
+The SQL is written once, in words both databases read: `?` placeholders (the PostgreSQL
+connection turns them into `%s`), `INSERT ... ON CONFLICT` instead of `INSERT OR REPLACE`,
+DOUBLE PRECISION for floats. What differs is said in three places: how the schema's version is
+recorded (PRAGMA user_version; a `schema_version` table), how a write transaction begins (BEGIN
+IMMEDIATE; BEGIN and an advisory lock: one writer at a time on both, so a read-then-write such as
+`claim` never races), and SQLite's instr(), which PostgreSQL gets from the first migration.
 """
 
 from __future__ import annotations
@@ -19,9 +27,9 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
-from magister.errors import ConfigError
+from magister.errors import ConfigError, StoreError
 from magister.types import Answer, Completion, Exam, Grade, Request
 
 
@@ -35,39 +43,137 @@ def user_dir() -> Path:
     return Path(platformdirs.user_data_dir("magister", appauthor=False))
 
 
-def _execute_all(db: sqlite3.Connection, script: str) -> None:
+class Db(Protocol):
+    """What the store's SQL runs on: a sqlite3 connection, or `_Postgres` that reads the same SQL."""
+
+    def execute(self, sql: str, params: Sequence[Any] = ..., /) -> Any: ...
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]], /) -> Any: ...
+
+    def close(self) -> None: ...
+
+
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+WRITE_LOCK = 0x6D616769737472  # the advisory lock a PostgreSQL write transaction takes ("magistr")
+NO_LIMIT = 2**63 - 1  # LIMIT for "all rows" (SQLite's -1 and PostgreSQL's ALL are not each other's)
+
+
+def _is_url(where: Path | str) -> bool:
+    """Whether MAGISTER_STORE (or a Store argument) names a server rather than a SQLite file."""
+    return isinstance(where, str) and "://" in where
+
+
+def _passwords(url: str) -> set[str]:
+    """The password of a URL as written and decoded, to keep out of a message that quotes the URL's pieces."""
+    from urllib.parse import unquote, urlsplit
+
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        return set()
+    return {password, unquote(password)} if password else set()
+
+
+class _Postgres:
+    """A psycopg connection that reads the store's SQL as sqlite3 does: `?` placeholders, `execute` and
+    `executemany` on the connection, rows as tuples. In autocommit, so that `Store.transaction()` says BEGIN
+    and COMMIT itself, as on SQLite. A server that cannot be reached is a StoreError naming the redacted URL."""
+
+    dialect = "postgres"
+
+    def __init__(self, url: str) -> None:
+        from magister.models.base import redact_url
+
+        self.shown = redact_url(url)  # the one form shown: the real URL goes to libpq alone
+        self._secrets = _passwords(url)
+        if not url.startswith(POSTGRES_SCHEMES):
+            raise ConfigError(f"the store {self.shown} is neither a file path (SQLite) nor a postgresql:// URL")
+        try:
+            import psycopg
+        except ImportError:
+            raise ConfigError(f"the store {self.shown} needs psycopg: pip install 'magister[postgres]'") from None
+        self._lost = psycopg.OperationalError
+        timeout = {} if "connect_timeout=" in url else {"connect_timeout": 10}
+        try:
+            self.conn = psycopg.connect(url, autocommit=True, **timeout)
+        except psycopg.Error as error:  # a bad URL, a server that is down, a refused login, no such database
+            raise self._error("cannot be opened", error) from None
+
+    def _error(self, what: str, error: Exception) -> StoreError:
+        """One line: the URL redacted, and libpq's first line without the password, should it quote one."""
+        line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        for secret in self._secrets:
+            line = line.replace(secret, "REDACTED")
+        return StoreError(f"the store {self.shown} {what}: {line}")
+
+    @staticmethod
+    def _sql(sql: str) -> str:
+        return sql.replace("%", "%%").replace("?", "%s")  # the store's SQL has no `?` of its own
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        try:
+            return self.conn.execute(self._sql(sql), params)
+        except self._lost as error:
+            raise self._error("could not be read or written", error) from None
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        try:
+            self.conn.cursor().executemany(self._sql(sql), list(rows))
+        except self._lost as error:
+            raise self._error("could not be written", error) from None
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def _is_postgres(db: Db) -> bool:
+    return getattr(db, "dialect", "sqlite") == "postgres"
+
+
+def _upsert(table: str, columns: Sequence[str], key: Sequence[str]) -> str:
+    """An INSERT that replaces the row with the same key (SQLite >= 3.24 and PostgreSQL both read it)."""
+    values = ", ".join(f"{column} = excluded.{column}" for column in columns if column not in key)
+    return (f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) "
+            f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {values}")
+
+
+def _execute_all(db: Db, script: str) -> None:
     """Run `;`-separated statements one by one (executescript would commit the migration half-way)."""
     for statement in script.split(";"):
         if statement.strip():
             db.execute(statement)
 
 
-def _m001_initial(db: sqlite3.Connection) -> None:
+def _m001_initial(db: Db) -> None:
+    """The first schema. Floats are DOUBLE PRECISION (REAL affinity in SQLite; PostgreSQL's REAL is 4 bytes)."""
     _execute_all(db, """
         CREATE TABLE exams (
-            version TEXT PRIMARY KEY, name TEXT NOT NULL, source TEXT, body TEXT NOT NULL, created_at REAL);
+            version TEXT PRIMARY KEY, name TEXT NOT NULL, source TEXT, body TEXT NOT NULL, created_at DOUBLE PRECISION);
         CREATE TABLE runs (
-            id TEXT PRIMARY KEY, created_at REAL NOT NULL, finished_at REAL, status TEXT NOT NULL,
-            exam_name TEXT NOT NULL, exam_version TEXT NOT NULL REFERENCES exams(version),
+            id TEXT PRIMARY KEY, created_at DOUBLE PRECISION NOT NULL, finished_at DOUBLE PRECISION,
+            status TEXT NOT NULL, exam_name TEXT NOT NULL, exam_version TEXT NOT NULL REFERENCES exams(version),
             model TEXT NOT NULL, grader TEXT NOT NULL, n_items INTEGER NOT NULL,
             fingerprint TEXT NOT NULL, config TEXT NOT NULL, summary TEXT);
         CREATE INDEX runs_fingerprint ON runs(fingerprint, status);
         CREATE TABLE responses (
             key TEXT PRIMARY KEY, backend TEXT NOT NULL, model TEXT NOT NULL,
-            request TEXT NOT NULL, completion TEXT NOT NULL, created_at REAL NOT NULL);
+            request TEXT NOT NULL, completion TEXT NOT NULL, created_at DOUBLE PRECISION NOT NULL);
         CREATE TABLE answers (
             run_id TEXT NOT NULL REFERENCES runs(id), item_id TEXT NOT NULL, position INTEGER NOT NULL,
             request_key TEXT NOT NULL REFERENCES responses(key), text TEXT NOT NULL, choice_logprobs TEXT,
-            prompt_tokens INTEGER, completion_tokens INTEGER, latency_s REAL, cached INTEGER NOT NULL,
-            created_at REAL NOT NULL, PRIMARY KEY (run_id, item_id));
+            prompt_tokens INTEGER, completion_tokens INTEGER, latency_s DOUBLE PRECISION, cached INTEGER NOT NULL,
+            created_at DOUBLE PRECISION NOT NULL, PRIMARY KEY (run_id, item_id));
         CREATE TABLE grades (
             run_id TEXT NOT NULL REFERENCES runs(id), item_id TEXT NOT NULL, grader TEXT NOT NULL,
-            score REAL NOT NULL, correct INTEGER, extracted TEXT, parsed INTEGER NOT NULL,
+            score DOUBLE PRECISION NOT NULL, correct INTEGER, extracted TEXT, parsed INTEGER NOT NULL,
             rationale TEXT, raw TEXT, PRIMARY KEY (run_id, item_id, grader));
     """)
+    if _is_postgres(db):  # SQLite's instr(), which the searches use; strpos() inlined by the planner
+        db.execute("CREATE FUNCTION instr(text, text) RETURNS integer LANGUAGE sql IMMUTABLE STRICT "
+                   "AS 'SELECT strpos($1, $2)'")
 
 
-def _m002_items_labels_teach(db: sqlite3.Connection) -> None:
+def _m002_items_labels_teach(db: Db) -> None:
     """Items in their own table (paged, searchable views without loading a whole exam), human labels of
     answers (who said right or wrong, and when), and the teaching runs a viewer can list."""
     _execute_all(db, """
@@ -77,38 +183,40 @@ def _m002_items_labels_teach(db: sqlite3.Connection) -> None:
         CREATE INDEX answers_position ON answers(run_id, position);
         CREATE TABLE labels (
             run_id TEXT NOT NULL REFERENCES runs(id), item_id TEXT NOT NULL, who TEXT NOT NULL,
-            correct INTEGER NOT NULL, created_at REAL NOT NULL, PRIMARY KEY (run_id, item_id, who));
+            correct INTEGER NOT NULL, created_at DOUBLE PRECISION NOT NULL, PRIMARY KEY (run_id, item_id, who));
         CREATE TABLE teach_runs (
-            name TEXT PRIMARY KEY, path TEXT NOT NULL, created_at REAL NOT NULL)
+            name TEXT PRIMARY KEY, path TEXT NOT NULL, created_at DOUBLE PRECISION NOT NULL)
     """)
     for (body,) in db.execute("SELECT body FROM exams").fetchall():
         _put_items(db, Exam.model_validate_json(body))
 
 
-def _put_items(db: sqlite3.Connection, exam: Exam) -> None:
+def _put_items(db: Db, exam: Exam) -> None:
     version = exam.version  # a hash of the whole exam: once, not per item
-    db.executemany("INSERT OR IGNORE INTO items (exam_version, item_id, position, input, reference, body) "
-                   "VALUES (?,?,?,?,?,?)",
+    db.executemany("INSERT INTO items (exam_version, item_id, position, input, reference, body) "
+                   "VALUES (?,?,?,?,?,?) ON CONFLICT DO NOTHING",
                    [(version, item.id, k, item.input, item.reference, item.model_dump_json())
                     for k, item in enumerate(exam.items)])
 
 
-def _m003_leases(db: sqlite3.Connection) -> None:
+def _m003_leases(db: Db) -> None:
     """Leases: which worker is answering which item of a run, so two processes running the same exam at
     once never ask the same item twice."""
     _execute_all(db, """
         CREATE TABLE leases (
             run_id TEXT NOT NULL REFERENCES runs(id), item_id TEXT NOT NULL, owner TEXT NOT NULL,
-            expires_at REAL NOT NULL, PRIMARY KEY (run_id, item_id))
+            expires_at DOUBLE PRECISION NOT NULL, PRIMARY KEY (run_id, item_id))
     """)
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m001_initial, _m002_items_labels_teach, _m003_leases]
+MIGRATIONS: list[Callable[[Db], None]] = [_m001_initial, _m002_items_labels_teach, _m003_leases]
 LEASE_S = 300.0  # a worker on another machine that stops renewing loses its items after this long
 
 
 def _owner_alive(owner: str) -> bool:
-    """Whether the worker that holds a lease still runs (known only for workers on this machine)."""
+    """Whether the worker that holds a lease (`host:pid:token`) still runs. Known only for a worker on this
+    machine; one on another machine (a shared PostgreSQL store) is taken for alive, and its lease ends when it
+    expires."""
     host, _, pid = owner.partition(":")
     if host != socket.gethostname():
         return True
@@ -233,49 +341,84 @@ class Store:
     """All reads and writes of the database go through here."""
 
     def __init__(self, path: Path | str | None = None) -> None:
-        self.path = Path(path) if path is not None else user_dir() / "magister.db"
+        """The store at `path`: a SQLite file (':memory:' for one in memory) or a postgresql:// URL (any libpq
+        URI, e.g. `postgresql://me@/magister?host=/run/postgresql` for a Unix socket). By default
+        $MAGISTER_STORE, else magister.db in the user directory."""
+        where = path if path is not None else os.environ.get("MAGISTER_STORE") or user_dir() / "magister.db"
         self.damaged_responses = 0  # cache rows that could not be read (treated as misses), for the run's summary
-        if self.path.parent.exists() and not self.path.parent.is_dir():
-            raise ConfigError(f"{self.path.parent} is a file, not a folder: point MAGISTER_HOME at a folder")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if str(self.path) != ":memory:" and not self.path.exists():  # responses may hold private data: owner only
-            self.path.touch(mode=0o600)
-        self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+        self.db: Db
+        if _is_url(where):
+            self.path: Path | None = None  # a server's store has no file
+            self.db = _Postgres(str(where))
+            self.shown = self.db.shown  # what a message names: the path, or the URL without its secrets
+        else:
+            self.path = Path(where).expanduser()
+            self.shown = str(self.path)
+            self.db = self._open_sqlite(self.path)
+        self.postgres = _is_postgres(self.db)
+        self._migrate()
+
+    @staticmethod
+    def _open_sqlite(path: Path) -> sqlite3.Connection:
+        if path.parent.exists() and not path.parent.is_dir():
+            raise ConfigError(f"{path.parent} is a file, not a folder: point MAGISTER_HOME at a folder")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if str(path) != ":memory:" and not path.exists():  # responses may hold private data: owner only
+            path.touch(mode=0o600)
+        db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
         deadline = time.monotonic() + 30
         while True:  # switching a new file to WAL takes an exclusive lock and does not wait for it by itself
             try:
-                self.db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA journal_mode=WAL")
                 break
             except sqlite3.OperationalError as error:
                 if "locked" in str(error) and time.monotonic() < deadline:
                     time.sleep(0.05)
                     continue
                 if "locked" in str(error):
-                    raise ConfigError(f"{self.path}: {error} (another process holds it; try again)") from None
-                raise ConfigError(f"{self.path}: {error} (not a Magister database, or a damaged one; move it aside "
+                    raise ConfigError(f"{path}: {error} (another process holds it; try again)") from None
+                raise ConfigError(f"{path}: {error} (not a Magister database, or a damaged one; move it aside "
                                   "and Magister starts a new one)") from None
             except sqlite3.DatabaseError as error:
-                raise ConfigError(f"{self.path}: {error} (not a Magister database, or a damaged one; move it aside "
+                raise ConfigError(f"{path}: {error} (not a Magister database, or a damaged one; move it aside "
                                   "and Magister starts a new one)") from None
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.execute("PRAGMA foreign_keys=ON")
-        self._migrate()
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("PRAGMA foreign_keys=ON")
+        return db
 
     def _migrate(self) -> None:
         """Apply the migrations this database lacks, each reading the version inside its own write
         transaction: processes opening a new database at once migrate it once, in turn."""
         while True:
             with self.transaction():
-                version = self.db.execute("PRAGMA user_version").fetchone()[0]
+                if self.postgres:
+                    self.db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, "
+                                    "applied_at DOUBLE PRECISION NOT NULL)")
+                version = self.schema_version()
                 if version >= len(MIGRATIONS):
                     return
                 MIGRATIONS[version](self.db)
-                self.db.execute(f"PRAGMA user_version = {version + 1}")
+                if self.postgres:
+                    self.db.execute("INSERT INTO schema_version (version, applied_at) VALUES (?, ?)",
+                                    (version + 1, time.time()))
+                else:
+                    self.db.execute(f"PRAGMA user_version = {version + 1}")
+
+    def schema_version(self) -> int:
+        """How many migrations this database has: PRAGMA user_version in SQLite, a row per migration in
+        PostgreSQL's `schema_version` table."""
+        if self.postgres:
+            return self.db.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0]
+        return self.db.execute("PRAGMA user_version").fetchone()[0]
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        self.db.execute("BEGIN IMMEDIATE")
+    def transaction(self) -> Iterator[Db]:
+        """One write transaction, one writer at a time: SQLite's BEGIN IMMEDIATE, or in PostgreSQL a transaction
+        that first takes the store's advisory lock (released at COMMIT or ROLLBACK, or when a client dies)."""
+        self.db.execute("BEGIN" if self.postgres else "BEGIN IMMEDIATE")
         try:
+            if self.postgres:
+                self.db.execute("SELECT pg_advisory_xact_lock(?)", (WRITE_LOCK,))
             yield self.db
         except BaseException:
             self.db.execute("ROLLBACK")
@@ -306,8 +449,7 @@ class Store:
         """Store responses (call inside a transaction). The `cached` flag is never stored as true."""
         now = time.time()
         self.db.executemany(
-            "INSERT OR REPLACE INTO responses (key, backend, model, request, completion, created_at) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
+            _upsert("responses", ("key", "backend", "model", "request", "completion", "created_at"), ("key",)),
             [(key, backend, model, request.model_dump_json(), completion.model_copy(update={"cached": False})
               .model_dump_json(), now) for key, request, completion in rows])
 
@@ -380,7 +522,7 @@ class Store:
                 if who != owner and expires > now and _owner_alive(who):
                     continue
                 mine.append(item)
-            self.db.executemany("INSERT OR REPLACE INTO leases (run_id, item_id, owner, expires_at) VALUES (?,?,?,?)",
+            self.db.executemany(_upsert("leases", ("run_id", "item_id", "owner", "expires_at"), ("run_id", "item_id")),
                                 [(run_id, item, owner, now + LEASE_S) for item in mine])
         return mine
 
@@ -443,18 +585,20 @@ class Store:
         rows = self.db.execute(sql, [*args, limit]).fetchall()
         return [RunRow(*r[:9], config=json.loads(r[9]), summary=json.loads(r[10]) if r[10] else None) for r in rows]
 
+    # Names are sorted here, not by ORDER BY: PostgreSQL sorts by the database's collation, SQLite by code point.
+
     def exam_names(self) -> list[str]:
         """The names of the exams that have runs, in alphabetical order."""
-        return [r[0] for r in self.db.execute("SELECT DISTINCT exam_name FROM runs ORDER BY exam_name")]
+        return sorted(r[0] for r in self.db.execute("SELECT DISTINCT exam_name FROM runs"))
 
     def model_names(self) -> list[str]:
         """The models that have runs, in alphabetical order."""
-        return [r[0] for r in self.db.execute("SELECT DISTINCT model FROM runs ORDER BY model")]
+        return sorted(r[0] for r in self.db.execute("SELECT DISTINCT model FROM runs"))
 
     def references(self, exam_version: str) -> list[str]:
         """The distinct reference answers of an exam version's items, sorted (a classification exam's labels)."""
-        return [r[0] for r in self.db.execute("SELECT DISTINCT reference FROM items WHERE exam_version = ? "
-                                              "ORDER BY reference", (exam_version,))]
+        return sorted(r[0] for r in self.db.execute("SELECT DISTINCT reference FROM items WHERE exam_version = ?",
+                                                    (exam_version,)))
 
     # -- answers and grades -----------------------------------------------------------
 
@@ -466,14 +610,15 @@ class Store:
         now = time.time()
         rows = list(rows)
         self.db.executemany(
-            "INSERT OR REPLACE INTO answers (run_id, item_id, position, request_key, text, choice_logprobs, "
-            "prompt_tokens, completion_tokens, latency_s, cached, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            _upsert("answers", ("run_id", "item_id", "position", "request_key", "text", "choice_logprobs",
+                                "prompt_tokens", "completion_tokens", "latency_s", "cached", "created_at"),
+                    ("run_id", "item_id")),
             [(run_id, a.item_id, pos, a.request_key, a.text,
               json.dumps(a.choice_logprobs) if a.choice_logprobs is not None else None,
               a.prompt_tokens, a.completion_tokens, a.latency_s, int(a.cached), now) for pos, a, _ in rows])
         self.db.executemany(
-            "INSERT OR REPLACE INTO grades (run_id, item_id, grader, score, correct, extracted, parsed, rationale, "
-            "raw) VALUES (?,?,?,?,?,?,?,?,?)",
+            _upsert("grades", ("run_id", "item_id", "grader", "score", "correct", "extracted", "parsed", "rationale",
+                               "raw"), ("run_id", "item_id", "grader")),
             [(run_id, g.item_id, g.grader, g.score, None if g.correct is None else int(g.correct), g.extracted,
               int(g.parsed), g.rationale, g.raw) for _, _, g in rows])
 
@@ -507,7 +652,8 @@ class Store:
     def score_counts(self, run_id: str) -> ScoreCounts:
         """A run's answers, how many were right, graded right or wrong, unparsed, and the mean score."""
         counts = self.db.execute(
-            "SELECT count(*), sum(g.correct = 1), sum(g.correct IS NOT NULL), sum(g.parsed = 0), avg(g.score) "
+            "SELECT count(*), sum(CASE WHEN g.correct = 1 THEN 1 ELSE 0 END), count(g.correct), "
+            "sum(CASE WHEN g.parsed = 0 THEN 1 ELSE 0 END), avg(g.score) "
             "FROM answers a JOIN grades g ON g.run_id = a.run_id AND g.item_id = a.item_id WHERE a.run_id = ?",
             (run_id,)).fetchone()
         return ScoreCounts(counts[0], counts[1] or 0, counts[2] or 0, counts[3] or 0, counts[4])
@@ -531,7 +677,7 @@ class Store:
         args = [exam_version, *args]
         if limit is not None or offset:
             sql += " LIMIT ? OFFSET ?"
-            args += [-1 if limit is None else limit, offset]
+            args += [NO_LIMIT if limit is None or limit < 0 else limit, offset]
         return [ItemRow(r[0], r[1], r[2], r[3], r[4], None if r[5] is None else bool(r[5]), r[6], bool(r[7]),
                         r[8], r[9]) for r in self.db.execute(sql, args)]
 
@@ -560,10 +706,14 @@ class Store:
                                "WHERE a.run_id = ? GROUP BY 1, 2", (exam_version, run_id)).fetchall()
 
     def score_histogram(self, run_id: str, bins: int) -> list[tuple[int | None, int]]:
-        """(bucket, count) of a run's grade scores in `bins` equal buckets (a score of 1 falls in the last)."""
-        return self.db.execute(
-            "SELECT min(CAST(score * ? AS INTEGER), ? - 1), count(*) FROM grades WHERE run_id = ? GROUP BY 1",
-            (bins, bins, run_id)).fetchall()
+        """(bucket, count) of a run's grade scores in `bins` equal buckets (a score of 1 falls in the last).
+        Bucketed here, from SQL's count per distinct score: SQLite's CAST truncates, PostgreSQL's rounds."""
+        counts: dict[int | None, int] = {}
+        for score, n in self.db.execute("SELECT score, count(*) FROM grades WHERE run_id = ? GROUP BY score",
+                                        (run_id,)):
+            bucket = min(int(score * bins), bins - 1)
+            counts[bucket] = counts.get(bucket, 0) + n
+        return list(counts.items())
 
     def paired_grades(self, run_a: str, run_b: str) -> list[tuple[int | None, float, int | None, float]]:
         """(correct, score) of run A then of run B on every item both graded; correct is 1, 0 or None."""
@@ -585,7 +735,7 @@ class Store:
         rows = self.db.execute(
             f"SELECT ga.item_id, i.input, i.reference, aa.text, ga.correct, ga.score, ab.text, gb.correct, gb.score, "
             f"{_DISCORDANT} {_PAIRED_JOIN}{where} ORDER BY {_DISCORDANT} DESC, aa.position LIMIT ? OFFSET ?",
-            [run_b, exam_version, run_a, limit, offset]).fetchall()
+            [run_b, exam_version, run_a, NO_LIMIT if limit < 0 else limit, offset]).fetchall()
         return [PairedItem(r[0], r[1], r[2], r[3], None if r[4] is None else bool(r[4]), r[5], r[6],
                            None if r[7] is None else bool(r[7]), r[8], bool(r[9])) for r in rows]
 
@@ -598,8 +748,9 @@ class Store:
                 self.db.execute("DELETE FROM labels WHERE run_id = ? AND item_id = ? AND who = ?",
                                 (run_id, item_id, who))
             else:
-                self.db.execute("INSERT OR REPLACE INTO labels (run_id, item_id, who, correct, created_at) "
-                                "VALUES (?,?,?,?,?)", (run_id, item_id, who, int(correct), time.time()))
+                self.db.execute(_upsert("labels", ("run_id", "item_id", "who", "correct", "created_at"),
+                                        ("run_id", "item_id", "who")),
+                                (run_id, item_id, who, int(correct), time.time()))
 
     def labels(self, run_id: str) -> list[tuple[str, str, bool, float]]:
         """(item_id, who, correct, created_at) of every human label on a run, oldest first."""
@@ -609,7 +760,7 @@ class Store:
     def put_teach_run(self, name: str, path: Path) -> None:
         """Remember where a teaching run lives, so the viewer can list it."""
         with self.transaction():
-            self.db.execute("INSERT OR REPLACE INTO teach_runs (name, path, created_at) VALUES (?,?,?)",
+            self.db.execute(_upsert("teach_runs", ("name", "path", "created_at"), ("name",)),
                             (name, str(Path(path).resolve()), time.time()))
 
     def teach_runs(self) -> list[tuple[str, Path, float]]:

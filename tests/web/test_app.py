@@ -19,6 +19,9 @@ from magister.sit import sit  # noqa: E402
 from magister.store import Store  # noqa: E402
 from magister.types import Answer, Completion, Exam, Grade, Item, Kind, Request  # noqa: E402
 from magister.web.app import create_app  # noqa: E402
+from postgres import on_both_backends, sqlite_only  # noqa: E402
+
+pytestmark = on_both_backends  # the app reads through Store methods: `magister view` over SQLite or PostgreSQL
 
 XSS = '<script>window.pwned = 1</script><img src=x onerror="window.pwned = 2">'
 
@@ -185,6 +188,7 @@ def test_unknown_pages_and_formats_answer_clearly(client: TestClient, runs: dict
 
 
 @pytest.mark.slow
+@sqlite_only("its timings are SQLite's, and 300,000 rows into PostgreSQL take about 30 s on this machine")
 def test_a_run_of_100000_items_pages_in_well_under_a_second(store: Store) -> None:
     """Paged SQL: the run page costs one page of rows, however big the run."""
     labels = ["negative", "positive"]

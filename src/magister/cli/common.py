@@ -69,9 +69,16 @@ def guard(fn: F) -> F:
         except sqlite3.DatabaseError as error:  # a damaged page found by a query, after the store opened
             from magister.store import user_dir
 
+            path = os.environ.get("MAGISTER_STORE") or user_dir() / "magister.db"
             raise fail(f"the store is damaged ({error}): copy what can be saved with `sqlite3 "
-                       f"{user_dir() / 'magister.db'} .recover | sqlite3 recovered.db`, then move the damaged "
+                       f"{path} .recover | sqlite3 recovered.db`, then move the damaged "
                        "file aside; Magister starts a new one") from None
+        except Exception as error:  # a PostgreSQL store's error in a query (psycopg is imported only for one)
+            if not type(error).__module__.startswith("psycopg"):
+                raise
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise fail(f"the PostgreSQL store failed: {first} (finished work is kept: run the same command "
+                       "again once the server answers)") from None
     return wrapper  # type: ignore[return-value]
 
 
@@ -125,9 +132,13 @@ def closing(*things: Any) -> Iterator[None]:
 
 @contextmanager
 def open_store() -> Iterator[Store]:
-    """The user's store, closed on the way out."""
-    from magister.store import Store
+    """The user's store, closed on the way out: $MAGISTER_STORE (a SQLite file, or a postgresql:// URL for a
+    team), else magister.db in the user directory. That directory is made either way: commands write files
+    there (the labels `judge-check --run` reads)."""
+    from magister.store import Store, user_dir
 
+    if not user_dir().exists():
+        user_dir().mkdir(parents=True)
     store = Store()
     with closing(store):
         yield store

@@ -168,8 +168,6 @@ def _hostport(parts: object) -> str:
     port = parts.port  # type: ignore[attr-defined]  # raises ValueError on a bad port
     if port == 0:
         raise ValueError("port 0 is not a port a server listens on")
-    if not host:
-        raise ValueError("no host")
     return f"{host}:{port}" if port else host
 
 

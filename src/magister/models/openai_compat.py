@@ -188,6 +188,8 @@ class OpenAICompatModel(Model):
         self.base_url = redact_url(url).rstrip("/")  # shown, stored and hashed; the real URL only sends
         try:
             send_url, self.url_credentials, params = split_credentials(url)
+            if not send_url.partition("://")[2].partition("/")[0]:
+                raise ValueError("no host")
         except ValueError as error:  # a port that is not a number or out of range, a broken IPv6 address ...
             reason = str(error).replace("Port", "port")  # urllib's messages name the port, never the userinfo
             raise ConfigError(f"{self.base_url} is not a URL that can be reached: {reason}") from None
