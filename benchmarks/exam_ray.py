@@ -6,8 +6,8 @@ with a fresh store, so every request is a cache miss, asked, stored and graded; 
 start the actors (each loads its own copy of the model) is reported apart from items/s. The
 configurations run one after another in one process, the order reversed on every repeat
 (ABC, CBA, ...) so drift on the machine falls on all of them. Each actor asks Ray for
-`--actor-cpus` CPUs, but llama.cpp runs as many threads as the machine has cores in every actor:
-on one small machine two actors share the same cores, and the ratio says what that buys there.
+`--actor-cpus` CPUs and its backend computes with that many threads (at least one:
+MAGISTER_THREADS, set by the pool), so two actors of half a CPU on two cores run one thread each.
 
     python benchmarks/exam_ray.py [--limit 100] [--shots 12] [--repeats 1] [--actor-cpus 0.5]
 
