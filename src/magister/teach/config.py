@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from magister.errors import ConfigError, DataError
 from magister.jsonl import read_lines
@@ -64,6 +64,22 @@ class TrainConfig(Strict):
     max_length: int = Field(128, ge=8, le=131072, description="Tokens per example; longer prompts lose their start.")
     warmup_ratio: float = Field(0.1, ge=0.0, lt=1.0)
     seed: int = Field(0, ge=0, le=2**32 - 1)
+    objective: Literal["sft", "distill"] = Field(
+        "sft", description="What the answer tokens are trained toward: the reference tokens (`sft`, cross-entropy), "
+                           "or the next-token distributions of `distill_teacher` at those positions (`distill`, "
+                           "logit distillation; the teacher must share the student's tokenizer).")
+    distill_teacher: str | None = Field(None, description="A transformers model directory for `objective: distill`.")
+    distill_beta: float = Field(0.0, ge=0.0, le=1.0, description="The divergence of `distill`: 0 forward "
+                                                                 "KL(teacher || student), 1 reverse KL, between: "
+                                                                 "a generalised Jensen-Shannon divergence.")
+    padding_free: bool = Field(False, description="`sft` batches as one row without padding tokens (each example "
+                                                  "still attends only to itself); slower than padded rows on CPU.")
+
+    @model_validator(mode="after")
+    def _distill_needs_a_teacher(self) -> "TrainConfig":
+        if self.objective == "distill" and not self.distill_teacher:
+            raise ValueError("objective 'distill' needs distill_teacher: a model directory sharing the tokenizer")
+        return self
 
 
 class TeachConfig(Strict):
