@@ -40,17 +40,21 @@ def test_batched_scores_equal_one_at_a_time(tiny) -> None:  # noqa: ANN001
     assert batched[1].choice_logprobs["yes"] == pytest.approx(float(logprobs[ids[0, -1]]), abs=1e-4)
 
 
+def direct(tiny, request: Request, candidate: str) -> float:  # noqa: ANN001
+    """A candidate's log-probability from one full forward of prompt + candidate."""
+    prompt = tiny.tokenizer(tiny.format(request), add_special_tokens=False).input_ids
+    target = tiny.tokenizer(candidate, add_special_tokens=False).input_ids
+    with torch.no_grad():
+        logprobs = torch.log_softmax(tiny.model(torch.tensor([prompt + target])).logits[0], dim=-1)
+    return sum(float(logprobs[len(prompt) - 1 + j, t]) for j, t in enumerate(target))
+
+
 def test_multi_token_candidates_on_the_shared_prompt_cache_equal_full_sequences(tiny) -> None:  # noqa: ANN001
     """Candidates of several tokens scored on the prompt's key/value cache equal a full forward of prompt + candidate."""
     request = chat("the movie is good", choices=["good movie", "bad food awful", "yes", "no one two the a"])
     [completion] = tiny.generate([request])
-    prompt = tiny.tokenizer(tiny.format(request), add_special_tokens=False).input_ids
     for candidate in request.choices:
-        target = tiny.tokenizer(candidate, add_special_tokens=False).input_ids
-        with torch.no_grad():
-            logprobs = torch.log_softmax(tiny.model(torch.tensor([prompt + target])).logits[0], dim=-1)
-        direct = sum(float(logprobs[len(prompt) - 1 + j, t]) for j, t in enumerate(target))
-        assert completion.choice_logprobs[candidate] == pytest.approx(direct, abs=1e-4), candidate
+        assert completion.choice_logprobs[candidate] == pytest.approx(direct(tiny, request, candidate), abs=1e-4)
     assert tiny.generate([request])[0].choice_logprobs == completion.choice_logprobs  # the same, every time
 
 
@@ -71,11 +75,7 @@ def test_shared_turns_are_computed_once_and_change_no_score(tiny) -> None:  # no
     [fresh] = tiny.generate([first])
     assert after_other.choice_logprobs == fresh.choice_logprobs  # a function of the request alone
     for candidate in first.choices:
-        target = tiny.tokenizer(candidate, add_special_tokens=False).input_ids
-        with torch.no_grad():
-            logprobs = torch.log_softmax(tiny.model(torch.tensor([prompt + target])).logits[0], dim=-1)
-        direct = sum(float(logprobs[len(prompt) - 1 + j, t]) for j, t in enumerate(target))
-        assert fresh.choice_logprobs[candidate] == pytest.approx(direct, abs=1e-4), candidate
+        assert fresh.choice_logprobs[candidate] == pytest.approx(direct(tiny, first, candidate), abs=1e-4)
 
 
 def test_batched_generation_matches_single(tiny) -> None:  # noqa: ANN001

@@ -42,19 +42,28 @@ def prompt(job: Job) -> list[Message]:
                  f"Write {job.k} new examples of the same kind and difficulty, each as a line 'Input: ...' followed "
                  "by a line 'Answer: ...'."]
         return [Message(role="system", content=system_prompt(item)), Message(role="user", content="\n".join(lines))]
+    return boundary_prompt(job, item.reference, wrong)
+
+
+def boundary_prompt(job: Job, gold: str, wrong: str) -> list[Message]:
+    """Ask for inputs of `job.label` that a careless reader could mistake for the other label of the pair
+    (gold, wrong): seed examples of both (`job.examples` of the asked label, `job.contrast` of the other),
+    what each means, and the input the student got wrong. `contrast` asks for the gold side; `pairs`
+    also for the wrong side."""
+    item, asked = job.mined.item, job.label
+    other = wrong if asked == gold else gold
     meaning = dict(job.descriptions)
     lines = []
-    for label, shown in ((item.reference, job.examples), (wrong, job.contrast)):
+    for label, shown in ((asked, job.examples), (other, job.contrast)):
         about = f" ({meaning[label]})" if label in meaning else ""
         lines.append(f"Examples labelled '{label}'{about}:")
         lines += [f"Input: {question_text(s)}" for s in shown] or ["(none)"]
         lines.append("")
-    lines += [f"This input is labelled '{item.reference}', but a student model took it for '{wrong}':",
+    lines += [f"This input is labelled '{gold}', but a student model took it for '{wrong}':",
               f"Input: {question_text(item)}", "",
-              f"Write {job.k} new, different inputs whose correct label is '{item.reference}' and that a careless "
-              f"reader could mistake for '{wrong}'. Each must clearly be '{item.reference}' by the examples above. "
+              f"Write {job.k} new, different inputs whose correct label is '{asked}' and that a careless "
+              f"reader could mistake for '{other}'. Each must clearly be '{asked}' by the examples above. "
               "Write each on one line starting with 'Input: '."]
     return [Message(role="system", content=system_prompt(item)), Message(role="user", content="\n".join(lines))]
-
 
 read = read_blocks

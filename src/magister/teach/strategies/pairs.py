@@ -19,9 +19,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from magister.exams.prompt import question_text
 from magister.teach.strategies import contrast
-from magister.teach.strategies.base import Job, Mined, fixed_answer, read_blocks, system_prompt
+from magister.teach.strategies.base import Job, Mined, fixed_answer, read_blocks
 from magister.types import Item, Message
 
 name = "pairs"
@@ -42,20 +41,7 @@ def prompt(job: Job) -> list[Message]:
     item = job.mined.item
     if job.label == item.reference:  # the gold side: exactly what `contrast` asks
         return contrast.prompt(job)
-    gold, asked = item.reference, job.label
-    meaning = dict(job.descriptions)
-    lines = []
-    for label, shown in ((asked, job.examples), (gold, job.contrast)):
-        about = f" ({meaning[label]})" if label in meaning else ""
-        lines.append(f"Examples labelled '{label}'{about}:")
-        lines += [f"Input: {question_text(s)}" for s in shown] or ["(none)"]
-        lines.append("")
-    lines += [f"This input is labelled '{gold}', but a student model took it for '{asked}':",
-              f"Input: {question_text(item)}", "",
-              f"Write {job.k} new, different inputs whose correct label is '{asked}' and that a careless reader "
-              f"could mistake for '{gold}'. Each must clearly be '{asked}' by the examples above. "
-              "Write each on one line starting with 'Input: '."]
-    return [Message(role="system", content=system_prompt(item)), Message(role="user", content="\n".join(lines))]
+    return contrast.boundary_prompt(job, item.reference, job.mined.wrong.strip())
 
 
 read = read_blocks
