@@ -166,3 +166,38 @@ def test_ray_is_imported_only_when_a_pool_is_made() -> None:
     code = "import sys, magister, magister.cli.main, magister.models.ray_pool; print('ray' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+def test_teach_with_ray_sits_the_same_exams(cluster: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`ray: true` in a teach config: the students' exams go through the pool, with the same grades."""
+    pytest.importorskip("peft")
+    from magister.models import ray_pool
+
+    pools: list[str] = []
+    made = ray_pool.RayPool.__init__
+
+    def counted(self, spec: str, *args, **kwargs) -> None:  # noqa: ANN001, ANN002, ANN003
+        pools.append(spec)
+        made(self, spec, *args, **kwargs)
+
+    monkeypatch.setattr(ray_pool.RayPool, "__init__", counted)
+    from helpers import NEGATIVE, POSITIVE, build_tiny_model, label_of, scripted
+    from magister.models.mock import MockModel
+    from magister.teach import Teach, TeachConfig, TrainConfig
+
+    seed = write_jsonl(tmp_path / "seed.jsonl", [{"id": f"s{i}", "text": t, "label": label_of(t)}
+                                                 for i, t in enumerate(POSITIVE[:4] + NEGATIVE[:4])])
+    exam = write_jsonl(tmp_path / "exam.jsonl", [{"id": f"e{i}", "text": t, "label": label_of(t)}
+                                                 for i, t in enumerate(POSITIVE[4:] + NEGATIVE[4:])])
+    student = build_tiny_model(tmp_path / "student")
+    scores = {}
+    for on_ray in (False, True):
+        config = TeachConfig(seed=seed, exam=exam, teacher="mock:teacher", student=str(student), rounds=1,
+                             strategies=["similar"], verify_shots=2, out=tmp_path / f"run-{on_ray}", mine="seed",
+                             select="last", ray=on_ray, train=TrainConfig(epochs=1, batch_size=4, learning_rate=1e-3))
+        teach = Teach(config, models={"mock:teacher": MockModel("mock:teacher", respond=scripted)}, progress=False,
+                      store=Store(tmp_path / f"store-{on_ray}.db"))
+        rounds = teach.run()
+        scores[on_ray] = [(r.round, r.exam["accuracy"], r.exam["correct"]) for r in rounds]
+    assert scores[True] == scores[False] and len(scores[True]) == 2
+    assert len(pools) >= 2 and all(spec.startswith("hf:") for spec in pools)  # round 0's and round 1's students
