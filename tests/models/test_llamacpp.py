@@ -97,3 +97,19 @@ def test_sits_demo_items(store) -> None:  # noqa: ANN001
     again = sit(sentiment_exam(6), model, store, progress=False)
     assert again.cache_hits == 6 and again.accuracy == summary.accuracy
     model.close()
+
+
+def test_many_multi_token_candidates_score_as_each_alone(smol) -> None:  # noqa: ANN001
+    """More candidates than one decode call holds (they are scored in groups, each a sequence on the prompt's
+    cells): each scores as it does alone, and a second asking, after another prompt, is the same bit for bit."""
+    from magister.models.llamacpp import SEQUENCES
+
+    names = [f"{verb}{thing}" for verb in ("Play", "Search", "Book", "Rate", "Add") for thing in
+             ("Music", "Weather", "Restaurant", "Screening")][: SEQUENCES + 4]
+    request = classify("play some jazz").model_copy(update={"choices": names})
+    [together] = smol.generate([request])
+    for name in names[:: 5]:
+        [alone] = smol.generate([request.model_copy(update={"choices": [name]})])
+        assert together.choice_logprobs[name] == pytest.approx(alone.choice_logprobs[name], abs=1e-3)
+    smol.generate([classify("Terrible food.").model_copy(update={"choices": INTENTS})])
+    assert smol.generate([request])[0].choice_logprobs == together.choice_logprobs

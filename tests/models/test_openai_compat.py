@@ -284,9 +284,9 @@ def llama_server() -> Iterator[str]:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     # The server loads the model with the same llama.cpp parameters as the llamacpp backend (see
-    # magister.models.llamacpp.model_params_patched: no extra buffer types on CPUs where they crash).
-    launch = ("import runpy, sys\nfrom magister.models.llamacpp import model_params_patched\n"
-              "with model_params_patched():\n    runpy.run_module('llama_cpp.server', run_name='__main__')")
+    # magister.models.llamacpp.params_patched: no extra buffer types on CPUs where they crash).
+    launch = ("import runpy, sys\nfrom magister.models.llamacpp import params_patched\n"
+              "with params_patched():\n    runpy.run_module('llama_cpp.server', run_name='__main__')")
     process = subprocess.Popen(
         [sys.executable, "-c", launch, "--model", str(embedded_path("smollm2")), "--host", "127.0.0.1",
          "--port", str(port), "--n_ctx", "2048", "--model_alias", "smollm2"],

@@ -6,13 +6,15 @@ Specs:
   hf:smollm2                     the embedded SmolLM2 GGUF, through transformers
 
 Runs on a GPU when one is present, else on the CPU. Generation pads on the left and runs a
-batch in one `generate` call; constrained choice scoring evaluates each prompt once and its
-candidates together on the prompt's key/value cache, summing the candidate tokens' log-probabilities.
+batch in one `generate` call; constrained choice scoring evaluates each prompt and all its candidates
+in one forward pass (the candidates as branches of a tree on the prompt), summing the candidate tokens'
+log-probabilities.
 """
 
 from __future__ import annotations
 
 import hashlib
+import inspect
 import os
 import time
 from collections.abc import Sequence
@@ -80,6 +82,8 @@ class HFModel(Model):
         if self.device == "cuda":
             self.batch_size = 32
         self._identity = _identity(self.path)
+        # The LM head runs only on the rows that are read, where the model's forward can be told which.
+        self._keeps_logits = "logits_to_keep" in inspect.signature(self.model.forward).parameters
         self._head_tokens: dict[str, list[int]] = {}  # the shared turns of the last exam scored, tokenised
         self._head_kv: tuple[tuple[int, ...], Any] | None = None  # ... and their key/value cache
 
@@ -150,10 +154,8 @@ class HFModel(Model):
     def _score(self, requests: list[Request]) -> list[Completion]:
         """Log-probability of every candidate of every request: the prompt evaluated once, the candidates together.
 
-        Each request's prompt runs once (alone, so its scores do not depend on the other requests of the
-        batch) and leaves its key/value cache; every candidate's first token is read off the prompt's last
-        position. The candidates of two or more tokens then run as one batch on top of the shared cache
-        (`past_key_values`, repeated per candidate), and the log-softmax is taken only at the positions read.
+        Each request runs alone (so its scores do not depend on the other requests of the batch), in one
+        forward pass that holds the item's own tokens and all its candidates' tokens (`_score_one`).
 
         The turns before the last (the system turn with the instructions and labels, the few-shot turns) are
         the same for every item of an exam: their cache is computed once and copied for each item, which then
@@ -190,36 +192,54 @@ class HFModel(Model):
 
         key = tuple(head)
         if self._head_kv is None or self._head_kv[0] != key:
-            out = self.model(input_ids=self.torch.tensor([head], device=self.device), use_cache=True)
+            keep = {"logits_to_keep": 1} if self._keeps_logits else {}  # only the cache is wanted
+            out = self.model(input_ids=self.torch.tensor([head], device=self.device), use_cache=True, **keep)
             self._head_kv = (key, out.past_key_values)
         return copy.deepcopy(self._head_kv[1])
 
     def _score_one(self, prompt: list[int], choices: list[str], head: int = 0) -> dict[str, float]:
+        """One forward pass: the item's own tokens and every candidate's tokens but its last, as a tree.
+
+        The row is `own + fed(c1) + fed(c2) + ...` on top of the shared turns' cache: the item's own tokens
+        attend causally, as in the plain prompt; each candidate's tokens attend to the whole prompt and to
+        their own candidate's earlier tokens only, at the positions they would have after the prompt
+        (a 4D attention mask and explicit position ids). Every candidate's first token is read off the
+        prompt's last position, each later token off its own candidate's previous one, and the log-softmax
+        is taken only at the positions read."""
         torch = self.torch
         tokens = {c: self.tokenizer(c, add_special_tokens=False)["input_ids"] or [self.tokenizer.eos_token_id]
                   for c in choices}
-        if head:
-            out = self.model(input_ids=torch.tensor([prompt[head:]], device=self.device),
-                             past_key_values=self._head_cache(prompt[:head]), use_cache=True)
-        else:
-            out = self.model(input_ids=torch.tensor([prompt], device=self.device), use_cache=True)
-        first = torch.log_softmax(out.logits[0, -1].float(), dim=-1)
-        scores = {c: float(first[t[0]]) for c, t in tokens.items()}
         long = [c for c, t in tokens.items() if len(t) > 1]
-        if not long:
-            return scores
-        pad = self.tokenizer.pad_token_id
-        fed = [tokens[c][:-1] for c in long]  # the candidate's tokens but its last: each predicts the next one
-        width = max(len(f) for f in fed)
-        ids = torch.tensor([f + [pad] * (width - len(f)) for f in fed], device=self.device)
-        mask = torch.tensor([[1] * (len(prompt) + len(f)) + [0] * (width - len(f)) for f in fed], device=self.device)
-        cache = out.past_key_values
-        cache.batch_repeat_interleave(len(long))
-        logits = self.model(input_ids=ids, attention_mask=mask, past_key_values=cache, use_cache=False).logits
-        for row, candidate in enumerate(long):
-            targets = tokens[candidate][1:]
-            read = logits[row, : len(targets)].float()  # only the positions this candidate needs
-            picked = read.gather(1, torch.tensor(targets, device=self.device)[:, None])[:, 0]
+        own = prompt[head:]
+        spans: list[tuple[str, int, int]] = []  # candidate, first row, rows
+        row = len(own)
+        for candidate in long:
+            spans.append((candidate, row, len(tokens[candidate]) - 1))
+            row += len(tokens[candidate]) - 1
+        ids = own + [t for candidate in long for t in tokens[candidate][:-1]]
+        positions = list(range(head, len(prompt))) + [len(prompt) + j for _, _, n in spans for j in range(n)]
+        allowed = torch.zeros(len(ids), head + len(ids), dtype=torch.bool)
+        allowed[:, :head] = True  # everyone sees the shared turns
+        allowed[:len(own), head:head + len(own)] = torch.tril(torch.ones(len(own), len(own), dtype=torch.bool))
+        allowed[len(own):, head:head + len(own)] = True  # candidates see the whole prompt
+        for _, first_row, n in spans:
+            allowed[first_row:first_row + n, head + first_row:head + first_row + n] = \
+                torch.tril(torch.ones(n, n, dtype=torch.bool))
+        dtype = self.model.dtype
+        mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
+        read_from = len(own) - 1  # the rows whose logits are read: the prompt's last, then the candidates'
+        keep = {"logits_to_keep": len(ids) - read_from} if self._keeps_logits else {}
+        logits = self.model(input_ids=torch.tensor([ids], device=self.device),
+                            position_ids=torch.tensor([positions], device=self.device),
+                            attention_mask=mask[None, None].to(self.device),
+                            past_key_values=self._head_cache(prompt[:head]) if head else None,
+                            use_cache=False, **keep).logits[0, -(len(ids) - read_from):]
+        first = torch.log_softmax(logits[0].float(), dim=-1)
+        scores = {c: float(first[t[0]]) for c, t in tokens.items()}
+        for candidate, first_row, n in spans:
+            read = logits[first_row - read_from:first_row - read_from + n].float()  # this candidate's rows
+            targets = torch.tensor(tokens[candidate][1:], device=self.device)
+            picked = read.gather(1, targets[:, None])[:, 0]
             scores[candidate] += float((picked - torch.logsumexp(read, dim=-1)).sum())
         return scores
 

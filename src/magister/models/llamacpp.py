@@ -1,10 +1,11 @@
 """GGUF models on the CPU with llama.cpp (llama-cpp-python). `llamacpp:smollm2` is the embedded default.
 
 Messages are formatted with the chat template stored in the GGUF file. Constrained choice
-scoring evaluates the prompt once and reads the log-probability of each candidate's tokens:
-the first token from the prompt's last logits, later tokens by decoding one token at a time.
-Only the last position's logits are ever computed, so prompts cost no more than in plain
-generation.
+scoring reads the log-probability of each candidate's tokens: the first token from the prompt's
+last logits, later tokens from the candidate's own earlier positions. The prompt's last segment
+and every candidate go through one decode call, the candidates as sequences that share the
+prompt's key-value cells (a context of several sequences on one unified cache); logits are kept
+only at the positions read.
 
 Prompts that share a prefix with the previous one (a few-shot block, a system prompt) re-use
 its key-value cache, but only at segment boundaries: llama.cpp's arithmetic depends on how
@@ -72,33 +73,42 @@ def extra_buffers_safe() -> bool:
         return True
 
 
+SEQUENCES = 16  # sequences a context holds at once: the prompt (0) and up to 15 candidates scored together
+
+
 @contextmanager
-def model_params_patched() -> Iterator[None]:
-    """While a Llama is built, its model parameters turn extra buffer types off where that is needed."""
+def params_patched(sequences: int = 1) -> Iterator[None]:
+    """While a Llama is built: its model parameters turn extra buffer types off where that is needed, and its
+    context holds `sequences` sequences on one unified key/value cache (llama-cpp-python sets neither)."""
     import llama_cpp.llama_cpp as lowlevel
 
-    original = lowlevel.llama_model_default_params
-    if extra_buffers_safe():
-        yield
-        return
+    model_defaults, context_defaults = lowlevel.llama_model_default_params, lowlevel.llama_context_default_params
 
-    def defaults() -> Any:
-        params = original()
+    def model_params() -> Any:
+        params = model_defaults()
         params.use_extra_bufts = False
         return params
 
-    lowlevel.llama_model_default_params = defaults
+    def context_params() -> Any:
+        params = context_defaults()
+        params.n_seq_max, params.kv_unified = sequences, True
+        return params
+
+    if not extra_buffers_safe():
+        lowlevel.llama_model_default_params = model_params
+    if sequences > 1:
+        lowlevel.llama_context_default_params = context_params
     try:
         yield
     finally:
-        lowlevel.llama_model_default_params = original
+        lowlevel.llama_model_default_params, lowlevel.llama_context_default_params = model_defaults, context_defaults
 
 
-def new_llama(**kwargs: Any) -> Any:
-    """A `llama_cpp.Llama`, built with the model parameters this CPU needs (see `model_params_patched`)."""
+def new_llama(sequences: int = 1, **kwargs: Any) -> Any:
+    """A `llama_cpp.Llama`, built with the parameters this CPU and `sequences` need (see `params_patched`)."""
     import llama_cpp
 
-    with model_params_patched():
+    with params_patched(sequences):
         return llama_cpp.Llama(**kwargs)
 
 
@@ -125,8 +135,9 @@ class LlamaCppModel(Model):
             raise BackendError("the llamacpp backend needs llama-cpp-python: pip install 'magister[llamacpp]'") from None
         self.path = resolve_path(spec.partition(":")[2])
         self._llama_cpp = llama_cpp
-        self.llm = new_llama(model_path=str(self.path), n_ctx=n_ctx, n_threads=n_threads or threads(),
+        self.llm = new_llama(SEQUENCES, model_path=str(self.path), n_ctx=n_ctx, n_threads=n_threads or threads(),
                              n_batch=512, logits_all=False, verbose=False)
+        self._memory = llama_cpp.llama_get_memory(self.llm.ctx)
         template = self.llm.metadata.get("tokenizer.chat_template")
         if not template:
             raise BackendError(f"{self.path} has no chat template in its metadata")
@@ -239,40 +250,92 @@ class LlamaCppModel(Model):
         return np.ctypeslib.as_array(pointer, shape=(self.llm.n_vocab(),)).copy()
 
     def _score(self, request: Request) -> Completion:
-        """Sum of the log-probabilities of each candidate's tokens after the prompt."""
+        """Sum of the log-probabilities of each candidate's tokens after the prompt.
+
+        The prompt's last segment and the candidates go through llama.cpp in one decode call (`_decode`); a
+        request with more candidates than one call holds takes one more call per further group."""
         start = time.perf_counter()
-        prompt_tokens = self._tokens(request)
-        self._prefill(prompt_tokens, request)
-        self.llm.eval(prompt_tokens[self.llm.n_tokens:])
-        first = _log_softmax(self._last_logits())
-        n_prompt = len(prompt_tokens)
-        scores: dict[str, float] = {}
-        for candidate in request.choices or []:
-            tokens = self._memo_tokenize(candidate, special=False)
-            scores[candidate] = float(first[tokens[0]]) + (self._continuation(tokens, n_prompt) if len(tokens) > 1
-                                                           else 0.0)
-        self.llm.n_tokens = n_prompt  # leave the cache holding the prompt, ready for the next prefix match
+        prompt = self._tokens(request)
+        self._prefill(prompt, request)
+        keep, n_prompt, room = self.llm.n_tokens, len(prompt), self.llm.n_batch
+        tokens = {candidate: self._memo_tokenize(candidate, special=False) for candidate in request.choices or []}
+        rest = [tokens[c] for c in tokens if len(tokens[c]) > 1]  # the first token is read off the prompt
+        tail = prompt[keep:]
+        first = None
+        if len(tail) + (len(rest[0]) - 1 if rest else 0) > room:  # a long last segment: evaluated on its own
+            self.llm.eval(tail)
+            first, tail, keep = _log_softmax(self._last_logits()), [], n_prompt
+        totals: list[float] = []
+        while tail or rest:
+            group: list[list[int]] = []
+            used = len(tail)
+            for candidate in rest:
+                if group and (len(group) + 1 >= SEQUENCES or used + len(candidate) - 1 > room):
+                    break
+                group.append(candidate)
+                used += len(candidate) - 1
+            logits, scored = self._decode(tail, keep, group)
+            first = logits if logits is not None else first
+            totals += scored
+            rest, tail, keep = rest[len(group):], [], n_prompt
+        continued = iter(totals)
+        scores = {candidate: float(first[t[0]]) + (next(continued) if len(t) > 1 else 0.0)
+                  for candidate, t in tokens.items()}
         best = max(scores, key=scores.__getitem__)
         return Completion(text=best, choice_logprobs=scores, prompt_tokens=n_prompt, completion_tokens=0,
                           latency_s=time.perf_counter() - start, finish_reason="choice")
 
-    def _continuation(self, tokens: list[int], n_prompt: int) -> float:
-        """Log-probability of a candidate's tokens after its first, on top of the cached prompt: its tokens but
-        the last go through one decode call that keeps the logits of every position, and only the target token
-        and the normaliser are read at each (not a log-softmax of the whole vocabulary per token)."""
+    def _decode(self, tail: list[int], keep: int, group: list[list[int]]) -> tuple[Any, list[float]]:
+        """One decode call: the prompt's `tail` after its `keep` cached tokens, and the candidates of `group`.
+
+        The prompt is sequence 0; candidate s is sequence s, sharing the prompt's cells (the cached ones copied
+        to it, the tail's tokens belonging to every sequence), with its tokens but the last at the positions
+        after the prompt. Returns the log-probabilities after the prompt's last token (when there is a tail)
+        and, for each candidate, the log-probability of its tokens after the first: only the target token and
+        the normaliser are read at each position, not a log-softmax of the whole vocabulary.
+
+        The cache holds only the prompt's first `keep` tokens, in cells 0..keep-1, when the call starts, and the
+        batch is laid out from the request alone, so the scores do not depend on what was asked before.
+        Afterwards the cache holds the prompt alone (sequence 0), ready for the next prefix match."""
         import numpy as np
 
-        llm, fed = self.llm, tokens[:-1]
-        llm._ctx.kv_cache_seq_rm(-1, n_prompt, -1)  # drop the last candidate's positions
-        llm._batch.set_batch(batch=fed, n_past=n_prompt, logits_all=True)
+        lib, llm, memory = self._llama_cpp, self.llm, self._memory
+        lib.llama_memory_seq_rm(memory, -1, keep, -1)  # every sequence's cells after the cached prompt
+        sequences = range(1, len(group) + 1)
+        for sequence in sequences:
+            if keep:
+                lib.llama_memory_seq_cp(memory, 0, sequence, 0, keep)
+        batch, row, n_prompt = llm._batch.batch, 0, keep + len(tail)
+        for offset, token in enumerate(tail):
+            batch.token[row], batch.pos[row], batch.n_seq_id[row] = token, keep + offset, len(group) + 1
+            for sequence in range(len(group) + 1):
+                batch.seq_id[row][sequence] = sequence
+            batch.logits[row] = offset == len(tail) - 1
+            row += 1
+        for sequence, tokens in zip(sequences, group):
+            for offset, token in enumerate(tokens[:-1]):
+                batch.token[row], batch.pos[row], batch.n_seq_id[row] = token, n_prompt + offset, 1
+                batch.seq_id[row][0], batch.logits[row] = sequence, True
+                row += 1
+        batch.n_tokens = row
         llm._ctx.decode(llm._batch)
-        total, n_vocab = 0.0, llm.n_vocab()
-        for position, target in enumerate(tokens[1:]):
-            row = np.ctypeslib.as_array(self._llama_cpp.llama_get_logits_ith(llm.ctx, position), shape=(n_vocab,))
-            top = float(row.max())
-            total += float(row[target]) - top - float(np.log(np.exp(row - top).sum()))
+        n_vocab = llm.n_vocab()
+        logits_at = lambda i: np.ctypeslib.as_array(lib.llama_get_logits_ith(llm.ctx, i), shape=(n_vocab,))  # noqa: E731
+        first = _log_softmax(logits_at(len(tail) - 1).copy()) if tail else None
+        totals, row = [], len(tail)
+        for tokens in group:
+            total = 0.0
+            for target in tokens[1:]:
+                logits = logits_at(row)
+                top = float(logits.max())
+                total += float(logits[target]) - top - float(np.log(np.exp(logits - top).sum()))
+                row += 1
+            totals.append(total)
+        for sequence in sequences:
+            lib.llama_memory_seq_rm(memory, sequence, -1, -1)
+        llm.input_ids[keep:n_prompt] = tail
         llm.n_tokens = n_prompt
-        return total
+        return first, totals
 
     def close(self) -> None:
         self.llm.close()
