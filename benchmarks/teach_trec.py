@@ -17,6 +17,9 @@ overrides). Arms, with the same training seeds:
                        the round chosen by the dev score (out-of-fold accuracy), never by the exam
   (e) untargeted       as many teacher-written examples as (d) kept for that seed, balanced over the
                        labels, written and verified the same way (same gate), not conditioned on errors
+  (e') untargeted_tokens (--arms) the same, but asked for as many items as spend about (d)'s teacher tokens
+                       (the count scaled by (d)'s tokens over (e)'s), so the two controls bound (d) by count
+                       and by cost
   ablations (--arms):  ablate_probe   (d) with probe mining instead of folds
                        ablate_similar (d) with `similar` instead of `contrast`
                        ablate_gate    (d) with the old gate (the verifier need only beat the most
@@ -69,8 +72,8 @@ from magister.teach.seeds import grid  # noqa: E402
 ROOT = Path(__file__).resolve().parent
 SHARED = ROOT.parent.parent / "shared" / "data"
 DATA = SHARED / "trec"
-TRAINED = ("seed_only", "llm2llm", "magister", "untargeted", "ablate_probe", "ablate_similar", "ablate_gate",
-           "pairs")
+TRAINED = ("seed_only", "llm2llm", "magister", "untargeted", "untargeted_tokens", "ablate_probe", "ablate_similar",
+           "ablate_gate", "pairs")
 MAIN_ARMS = ("zero_shot", "seed_only", "llm2llm", "magister", "untargeted", "teacher_fewshot")
 # Arms that change one setting of (d) and re-use its round-0 fold students: three ablations, and one variant.
 ABLATIONS = {"pairs": {"strategies": ["pairs"]},
@@ -248,20 +251,33 @@ def main() -> None:
             teach_arm(base.model_copy(update={"out": first, "rounds": 0}), store)
             runs["seed_only"].append(record(seed, first, 0))
             graded["seed_only"].append(grades(first, 0))
-            if wanted & {"magister", "untargeted"}:  # the defaults of TeachConfig: this is `magister teach`
+            # (d): the defaults of TeachConfig, i.e. `magister teach`; the controls are sized by what it wrote
+            if wanted & {"magister", "untargeted", "untargeted_tokens"}:
                 out = teach_arm(base.model_copy(update={"out": here / "magister"}), store, first)
                 runs["magister"].append(record(seed, out))
                 graded["magister"].append(grades(out))
-            if "untargeted" in wanted:
+            if wanted & {"untargeted", "untargeted_tokens"}:
                 kept = rounds_of(here / "magister")[-1]["data"] - len(seed_rows)  # what (d) wrote, chosen or not
                 bar = json.loads(RunDir(here / "magister").round(0).folds.read_text())["accuracy"]
                 path, info = untargeted(seed_rows, kept, teacher, store, exam.items, work, base, bar, f"s{seed}")
                 extra["untargeted_write"].append({"n": kept, "bar": bar, **info})
-                out = teach_arm(base.model_copy(update={"out": here / "untargeted", "rounds": 0, "seed": path}),
-                                store, first)
-                runs["untargeted"].append({**record(seed, out, 0), "teacher_tokens": info["tokens"],
-                                           "teacher_calls": info["calls"]})
-                graded["untargeted"].append(grades(out, 0))
+                controls = [("untargeted", path, info)]
+                if "untargeted_tokens" in wanted:  # as many items as cost about (d)'s teacher tokens
+                    spent = runs["magister"][-1]["teacher_tokens"]
+                    n = max(1, round(kept * spent / max(info["tokens"], 1)))
+                    more, more_info = untargeted(seed_rows, n, teacher, store, exam.items, work, base, bar,
+                                                 f"s{seed}")
+                    extra.setdefault("untargeted_tokens_write", []).append(
+                        {"n": n, "bar": bar, "magister_tokens": spent, **more_info})
+                    controls.append(("untargeted_tokens", more, more_info))
+                for arm, data, written in controls:
+                    if arm not in wanted:
+                        continue
+                    out = teach_arm(base.model_copy(update={"out": here / arm, "rounds": 0, "seed": data}),
+                                    store, first)
+                    runs[arm].append({**record(seed, out, 0), "teacher_tokens": written["tokens"],
+                                      "teacher_calls": written["calls"]})
+                    graded[arm].append(grades(out, 0))
             if "llm2llm" in wanted:
                 out = teach_arm(base.model_copy(update={
                     "out": here / "llm2llm", "mine": "seed", "strategies": ["similar"], "show_wrong_answer": False,
@@ -300,6 +316,7 @@ def main() -> None:
     pairs = {"magister_vs_seed_only": ("magister", "seed_only"), "magister_vs_llm2llm": ("magister", "llm2llm"),
              "magister_vs_untargeted": ("magister", "untargeted"), "llm2llm_vs_seed_only": ("llm2llm", "seed_only"),
              "untargeted_vs_seed_only": ("untargeted", "seed_only"),
+             "magister_vs_untargeted_tokens": ("magister", "untargeted_tokens"),
              **{f"magister_vs_{arm}": ("magister", arm) for arm in ABLATIONS}}
     detail = {key: {**compare_trainings(grid(graded[a], items), grid(graded[b], items)).to_dict(),
                     "per_seed_mcnemar": [paired(x, y) for x, y in zip(graded[a], graded[b])]}
@@ -311,9 +328,11 @@ def main() -> None:
         gap = result["full_data"]["accuracy"] - result["seed_only"]["accuracy"]
         result["gap_closed"] = (result["magister"]["accuracy"] - result["seed_only"]["accuracy"]) / gap if gap else None
     result["untargeted_write"] = extra["untargeted_write"]
+    result["untargeted_tokens_write"] = extra.get("untargeted_tokens_write", [])
     stage_s = sum(r["wall_s"] for name in arms for r in runs[name]) + result["zero_shot"]["wall_s"] + \
         sum(result.get(k, {}).get("wall_s", 0.0) for k in ("teacher_fewshot", "full_data")) + \
-        sum(w.get("wall_s", 0.0) for w in extra["untargeted_write"])
+        sum(w.get("wall_s", 0.0) for key in ("untargeted_write", "untargeted_tokens_write")
+            for w in extra.get(key, []))
     result["settings"] = {
         "seeds": list(range(args.seeds)), "seed_size": args.seed_size, "seed_draw": "class-balanced, random.Random(0)",
         "exam_items": len(items), "student": "SmolLM2-135M-Instruct (embedded GGUF, de-quantised to float32)",
@@ -376,8 +395,8 @@ def paired(a: dict[str, bool], b: dict[str, bool]) -> dict:
 
 def print_table(result: dict) -> None:
     print(f"{'arm':<16} {'accuracy':>9} {'95% CI':>13} {'runs':>24} {'teacher tok':>12}")
-    for name in ("zero_shot", "seed_only", "llm2llm", "magister", "untargeted", "teacher_fewshot", "full_data",
-                 *ABLATIONS):
+    for name in ("zero_shot", "seed_only", "llm2llm", "magister", "untargeted", "untargeted_tokens",
+                 "teacher_fewshot", "full_data", *ABLATIONS):
         if name not in result:
             continue
         r = result[name]

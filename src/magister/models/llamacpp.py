@@ -320,7 +320,10 @@ class LlamaCppModel(Model):
         batch.n_tokens = row
         llm._ctx.decode(llm._batch)
         n_vocab = llm.n_vocab()
-        logits_at = lambda i: np.ctypeslib.as_array(lib.llama_get_logits_ith(llm.ctx, i), shape=(n_vocab,))  # noqa: E731
+
+        def logits_at(row: int) -> Any:  # the logits of the batch's row `row`, without a copy
+            return np.ctypeslib.as_array(lib.llama_get_logits_ith(llm.ctx, row), shape=(n_vocab,))
+
         first = _log_softmax(logits_at(len(tail) - 1).copy()) if tail else None
         totals, row = [], len(tail)
         for tokens in group:
