@@ -83,7 +83,9 @@ class HFModel(Model):
             self.batch_size = 32
         self._identity = _identity(self.path)
         # The LM head runs only on the rows that are read, where the model's forward can be told which.
-        self._keeps_logits = "logits_to_keep" in inspect.signature(self.model.forward).parameters
+        parameters = inspect.signature(self.model.forward).parameters
+        self._keeps_logits = "logits_to_keep" in parameters
+        self._cache_arg = "cache" if "cache" in parameters else "past_key_values"  # transformers 5.x renamed it
         self._head_tokens: dict[str, list[int]] = {}  # the shared turns of the last exam scored, tokenised
         self._head_kv: tuple[tuple[int, ...], Any] | None = None  # ... and their key/value cache
 
@@ -194,7 +196,7 @@ class HFModel(Model):
         if self._head_kv is None or self._head_kv[0] != key:
             keep = {"logits_to_keep": 1} if self._keeps_logits else {}  # only the cache is wanted
             out = self.model(input_ids=self.torch.tensor([head], device=self.device), use_cache=True, **keep)
-            self._head_kv = (key, out.past_key_values)
+            self._head_kv = (key, out[self._cache_arg if self._cache_arg in out else "past_key_values"])
         return copy.deepcopy(self._head_kv[1])
 
     def _score_one(self, prompt: list[int], choices: list[str], head: int = 0) -> dict[str, float]:
@@ -228,12 +230,13 @@ class HFModel(Model):
         dtype = self.model.dtype
         mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
         read_from = len(own) - 1  # the rows whose logits are read: the prompt's last, then the candidates'
-        keep = {"logits_to_keep": len(ids) - read_from} if self._keeps_logits else {}
+        extra: dict[str, Any] = {"logits_to_keep": len(ids) - read_from} if self._keeps_logits else {}
+        if head:
+            extra[self._cache_arg] = self._head_cache(prompt[:head])
         logits = self.model(input_ids=torch.tensor([ids], device=self.device),
                             position_ids=torch.tensor([positions], device=self.device),
-                            attention_mask=mask[None, None].to(self.device),
-                            past_key_values=self._head_cache(prompt[:head]) if head else None,
-                            use_cache=False, **keep).logits[0, -(len(ids) - read_from):]
+                            attention_mask=mask[None, None].to(self.device), use_cache=False,
+                            **extra).logits[0, -(len(ids) - read_from):]
         first = torch.log_softmax(logits[0].float(), dim=-1)
         scores = {c: float(first[t[0]]) for c, t in tokens.items()}
         for candidate, first_row, n in spans:
