@@ -24,8 +24,11 @@ overrides). Arms, with the same training seeds:
                        ablate_similar (d) with `similar` instead of `contrast`
                        ablate_gate    (d) with the old gate (the verifier need only beat the most
                                       common label)
-  variant (--arms):    pairs          (d) with `pairs`: contrast from both sides of each confused pair,
+  variants (--arms):   pairs          (d) with `pairs`: contrast from both sides of each confused pair,
                                       so the additions stay balanced over the two labels
+                       small_steps    (d) in small steps: 3 rounds of 2 examples per error (each round
+                                      mines the last one's fold students and retrains from the base
+                                      model; the round chosen by the dev score)
   (f) teacher_fewshot  the teacher itself with 12 worked examples from the seed
   (g) full_data        the student fine-tuned on all labelled training items (one seed, --full-epochs)
 
@@ -73,10 +76,10 @@ ROOT = Path(__file__).resolve().parent
 SHARED = ROOT.parent.parent / "shared" / "data"
 DATA = SHARED / "trec"
 TRAINED = ("seed_only", "llm2llm", "magister", "untargeted", "untargeted_tokens", "ablate_probe", "ablate_similar",
-           "ablate_gate", "pairs")
+           "ablate_gate", "pairs", "small_steps")
 MAIN_ARMS = ("zero_shot", "seed_only", "llm2llm", "magister", "untargeted", "teacher_fewshot")
-# Arms that change one setting of (d) and re-use its round-0 fold students: three ablations, and one variant.
-ABLATIONS = {"pairs": {"strategies": ["pairs"]},
+# Arms that change one setting of (d) and re-use its round-0 fold students: three ablations, and two variants.
+ABLATIONS = {"pairs": {"strategies": ["pairs"]}, "small_steps": {"rounds": 3, "per_item": 2},
              "ablate_probe": {"mine": "probe"}, "ablate_similar": {"strategies": ["similar"]},
              "ablate_gate": {"verify_gate": "majority"}}
 
