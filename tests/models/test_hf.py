@@ -117,3 +117,17 @@ def test_embedded_gguf_agrees_with_llamacpp() -> None:
     assert max(hf_scores, key=hf_scores.get) == max(cpp_scores, key=cpp_scores.get)
     for label in hf_scores:
         assert hf_scores[label] == pytest.approx(cpp_scores[label], abs=0.5)  # Q4_1 rounding, not a bug
+
+
+def test_a_prompt_longer_than_a_sliding_window_is_scored_one_sequence_per_candidate(tiny, monkeypatch) -> None:  # noqa: ANN001
+    """Where the model attends within a window the prompt outgrows, no custom mask replaces the model's own:
+    each candidate runs as a full sequence, with a full forward's scores."""
+    request = chat("the movie is good", choices=["good movie", "bad food awful", "yes"])
+    monkeypatch.setattr(tiny, "_window", 4)
+    calls = []
+    original = tiny._score_sequences
+    monkeypatch.setattr(tiny, "_score_sequences", lambda *a: calls.append(1) or original(*a))
+    [completion] = tiny.generate([request])
+    assert calls
+    for candidate in request.choices:
+        assert completion.choice_logprobs[candidate] == pytest.approx(direct(tiny, request, candidate), abs=1e-4)

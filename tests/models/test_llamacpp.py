@@ -113,3 +113,29 @@ def test_many_multi_token_candidates_score_as_each_alone(smol) -> None:  # noqa:
         assert together.choice_logprobs[name] == pytest.approx(alone.choice_logprobs[name], abs=1e-3)
     smol.generate([classify("Terrible food.").model_copy(update={"choices": INTENTS})])
     assert smol.generate([request])[0].choice_logprobs == together.choice_logprobs
+
+
+def test_a_failed_decode_leaves_nothing_behind(smol, monkeypatch) -> None:  # noqa: ANN001
+    """A decode that fails half-way (here: interrupted) leaves no candidate's cells in the cache: the next
+    asking of the same request gets the same scores, bit for bit."""
+    request = classify("play some jazz").model_copy(update={"choices": INTENTS})
+    [before] = smol.generate([request])
+    original = type(smol)._decode_group
+
+    def interrupted(self, tail, keep, group):  # noqa: ANN001, ANN202
+        original(self, tail, keep, group)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(type(smol), "_decode_group", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        smol.generate([classify("Terrible food.").model_copy(update={"choices": INTENTS})])
+    monkeypatch.undo()
+    assert smol.generate([request])[0].choice_logprobs == before.choice_logprobs
+
+
+def test_a_candidate_too_long_for_the_context_is_one_clear_error(smol) -> None:  # noqa: ANN001
+    from magister.errors import BackendError
+
+    long = " ".join(["word"] * 600)
+    with pytest.raises(BackendError, match="cannot be scored"):
+        smol.generate([classify("hi").model_copy(update={"choices": ["negative", long]})])

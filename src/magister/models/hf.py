@@ -86,6 +86,11 @@ class HFModel(Model):
         parameters = inspect.signature(self.model.forward).parameters
         self._keeps_logits = "logits_to_keep" in parameters
         self._cache_arg = "cache" if "cache" in parameters else "past_key_values"  # transformers 5.x renamed it
+        # A model that attends within a sliding window (Mistral, Gemma's local layers): a custom mask would
+        # replace the window, so prompts longer than it are scored one full sequence per candidate.
+        config = self.model.config
+        window = getattr(config, "sliding_window", None) if getattr(config, "use_sliding_window", True) else None
+        self._window = window if isinstance(window, int) and window > 0 else None
         self._head_tokens: dict[str, list[int]] = {}  # the shared turns of the last exam scored, tokenised
         self._head_kv: tuple[tuple[int, ...], Any] | None = None  # ... and their key/value cache
 
@@ -212,6 +217,8 @@ class HFModel(Model):
         tokens = {c: self.tokenizer(c, add_special_tokens=False)["input_ids"] or [self.tokenizer.eos_token_id]
                   for c in choices}
         long = [c for c, t in tokens.items() if len(t) > 1]
+        if self._window and len(prompt) + max(len(t) for t in tokens.values()) > self._window:
+            return self._score_sequences(prompt, tokens)
         own = prompt[head:]
         spans: list[tuple[str, int, int]] = []  # candidate, first row, rows
         row = len(own)
@@ -235,7 +242,7 @@ class HFModel(Model):
             extra[self._cache_arg] = self._head_cache(prompt[:head])
         logits = self.model(input_ids=torch.tensor([ids], device=self.device),
                             position_ids=torch.tensor([positions], device=self.device),
-                            attention_mask=mask[None, None].to(self.device), use_cache=False,
+                            attention_mask=mask[None, None].to(self.device), use_cache=True,
                             **extra).logits[0, -(len(ids) - read_from):]
         first = torch.log_softmax(logits[0].float(), dim=-1)
         scores = {c: float(first[t[0]]) for c, t in tokens.items()}
@@ -244,6 +251,17 @@ class HFModel(Model):
             targets = torch.tensor(tokens[candidate][1:], device=self.device)
             picked = read.gather(1, targets[:, None])[:, 0]
             scores[candidate] += float((picked - torch.logsumexp(read, dim=-1)).sum())
+        return scores
+
+    def _score_sequences(self, prompt: list[int], tokens: dict[str, list[int]]) -> dict[str, float]:
+        """Each candidate scored in a full forward pass of prompt + candidate, with the model's own masks."""
+        torch, scores = self.torch, {}
+        for candidate, ids in tokens.items():
+            extra = {"logits_to_keep": len(ids)} if self._keeps_logits else {}
+            logits = self.model(input_ids=torch.tensor([prompt + ids[:-1]], device=self.device), use_cache=False,
+                                **extra).logits[0, -len(ids):].float()
+            picked = logits.gather(1, torch.tensor(ids, device=self.device)[:, None])[:, 0]
+            scores[candidate] = float((picked - torch.logsumexp(logits, dim=-1)).sum())
         return scores
 
     def close(self) -> None:

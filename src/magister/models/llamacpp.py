@@ -258,8 +258,13 @@ class LlamaCppModel(Model):
         prompt = self._tokens(request)
         self._prefill(prompt, request)
         keep, n_prompt, room = self.llm.n_tokens, len(prompt), self.llm.n_batch
+        cells = self.llm.n_ctx() - n_prompt  # cache cells left for the candidates' tokens
         tokens = {candidate: self._memo_tokenize(candidate, special=False) for candidate in request.choices or []}
         rest = [tokens[c] for c in tokens if len(tokens[c]) > 1]  # the first token is read off the prompt
+        for candidate, ids in tokens.items():
+            if not ids or len(ids) - 1 > min(room, cells):
+                raise BackendError(f"the candidate {candidate[:40]!r} ({len(ids)} tokens) cannot be scored after a "
+                                   f"prompt of {n_prompt} tokens in a context of {self.llm.n_ctx()}")
         tail = prompt[keep:]
         first = None
         if len(tail) + (len(rest[0]) - 1 if rest else 0) > room:  # a long last segment: evaluated on its own
@@ -268,12 +273,13 @@ class LlamaCppModel(Model):
         totals: list[float] = []
         while tail or rest:
             group: list[list[int]] = []
-            used = len(tail)
+            used, held = len(tail), 0  # tokens in the batch, and candidate tokens in the cache
             for candidate in rest:
-                if group and (len(group) + 1 >= SEQUENCES or used + len(candidate) - 1 > room):
+                more = len(candidate) - 1
+                if group and (len(group) + 1 >= SEQUENCES or used + more > room or held + more > cells):
                     break
                 group.append(candidate)
-                used += len(candidate) - 1
+                used, held = used + more, held + more
             logits, scored = self._decode(tail, keep, group)
             first = logits if logits is not None else first
             totals += scored
@@ -297,10 +303,24 @@ class LlamaCppModel(Model):
         The cache holds only the prompt's first `keep` tokens, in cells 0..keep-1, when the call starts, and the
         batch is laid out from the request alone, so the scores do not depend on what was asked before.
         Afterwards the cache holds the prompt alone (sequence 0), ready for the next prefix match."""
+        lib, llm, memory = self._llama_cpp, self.llm, self._memory
+        for sequence in range(1, SEQUENCES):  # nothing of an earlier call's candidates, even a failed one's
+            lib.llama_memory_seq_rm(memory, sequence, -1, -1)
+        lib.llama_memory_seq_rm(memory, 0, keep, -1)  # the prompt's cells after its cached part
+        try:
+            return self._decode_group(tail, keep, group)
+        except BaseException:
+            llm.n_tokens = min(llm.n_tokens, keep)  # what the cache holds for sure
+            raise
+        finally:
+            for sequence in range(1, len(group) + 1):
+                lib.llama_memory_seq_rm(memory, sequence, -1, -1)
+
+    def _decode_group(self, tail: list[int], keep: int, group: list[list[int]]) -> tuple[Any, list[float]]:
+        """`_decode`'s work on a clean cache: the batch laid out, decoded, and the rows read."""
         import numpy as np
 
         lib, llm, memory = self._llama_cpp, self.llm, self._memory
-        lib.llama_memory_seq_rm(memory, -1, keep, -1)  # every sequence's cells after the cached prompt
         sequences = range(1, len(group) + 1)
         for sequence in sequences:
             if keep:
@@ -334,8 +354,6 @@ class LlamaCppModel(Model):
                 total += float(logits[target]) - top - float(np.log(np.exp(logits - top).sum()))
                 row += 1
             totals.append(total)
-        for sequence in sequences:
-            lib.llama_memory_seq_rm(memory, sequence, -1, -1)
         llm.input_ids[keep:n_prompt] = tail
         llm.n_tokens = n_prompt
         return first, totals
