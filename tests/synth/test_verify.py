@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
+from magister.errors import ConfigError
 from magister.models.mock import MockModel
 from magister.store import Store
 from magister.synth.drafts import Draft
@@ -68,3 +71,65 @@ def test_selective_labelling_keeps_a_label_only_where_the_verifier_is_precise(tm
 def test_a_verifier_with_no_confident_precision_is_not_used(tmp_path) -> None:  # noqa: ANN001
     trial = check_verifier(verifier(right_every=2, sure=0.6, unsure=0.6), Store(tmp_path / "s.db"), SEED, [], bar=0.9)
     assert trial.role == "not used" and trial.veto_at is None
+
+
+def overlap(text: str, others) -> "np.ndarray":  # noqa: ANN001
+    """Word-overlap (Jaccard) similarity: a stand-in for embeddings with known neighbours."""
+    import numpy as np
+
+    words = set(text.lower().split())
+    return np.array([len(words & set(o.lower().split())) / len(words | set(o.lower().split())) for o in others])
+
+
+TOPICS = {"location": ["city", "river", "country", "mountain"], "human": ["author", "painter", "king", "singer"]}
+NEIGHBOURLY = [Item(id=f"n{label[0]}{i}", input=f"which {word} is famous {i}", reference=label,
+                    kind=Kind.classification, labels=sorted(TOPICS))
+               for label, words in TOPICS.items() for i, word in enumerate(words * 3)]
+
+
+def test_neighbours_are_checked_leave_one_out_and_veto_a_draft_their_labels_contradict(tmp_path) -> None:  # noqa: ANN001
+    from magister.synth.verify import Neighbours
+
+    store = Store(tmp_path / "s.db")
+    near = Neighbours(NEIGHBOURLY, similarity=overlap, k=3)
+    alone = Neighbours(NEIGHBOURLY[:1] + NEIGHBOURLY[12:13], similarity=overlap, k=3)
+    assert set(alone.scores("which city is famous 0", skip="nl0")) == {"human", "location"}
+    trial = check_verifier(near, store, NEIGHBOURLY, NEIGHBOURLY[:5], bar=0.5)
+    assert trial.n == len(NEIGHBOURLY) and trial.calls == 0  # every seed item, none voting on itself
+    assert trial.accuracy == 1.0 and trial.trusted  # each topic word recurs under one label only
+    drafts = [(Draft(input="which river is famous now", reference="human", strategy="contrast", source="nl1"),
+               NEIGHBOURLY[1].model_copy(update={"id": "r1-0", "input": "which river is famous now",
+                                                 "reference": "human"})),
+              (Draft(input="which king is famous now", reference="human", strategy="contrast", source="nh2"),
+               NEIGHBOURLY[14].model_copy(update={"id": "r1-1", "input": "which king is famous now"}))]
+    assert verify(drafts, near, store, "neighbours", 1, []) == (0, 0)
+    assert drafts[0][0].reason is not None and "verifier answered 'location'" in drafts[0][0].reason
+    assert drafts[1][0].reason is None and drafts[1][0].extra["verifier"]["answer"] == "human"
+
+
+def test_neighbours_that_cannot_beat_the_student_only_veto_or_are_not_used(tmp_path) -> None:  # noqa: ANN001
+    from magister.synth.verify import Neighbours
+
+    store = Store(tmp_path / "s.db")
+    noise = Neighbours(NEIGHBOURLY, similarity=lambda text, others: __import__("numpy").zeros(len(others)), k=3)
+    trial = check_verifier(noise, store, NEIGHBOURLY, [], bar=0.8)  # all ties: no better than chance
+    assert not trial.trusted and trial.role in ("veto only", "not used")
+    with pytest.raises(ConfigError, match="classification"):
+        Neighbours([Item(id="q", input="2+2", reference="4", kind=Kind.numeric)], similarity=overlap)
+
+
+@pytest.mark.llamacpp
+@pytest.mark.slow
+def test_neighbours_in_the_embedded_models_embedding_space(tmp_path) -> None:  # noqa: ANN001
+    pytest.importorskip("llama_cpp")
+    from magister.synth.verify import Neighbours
+
+    questions = {"location": ["What is the capital city of France?", "Which country has the longest river?",
+                              "Where is the tallest mountain in Europe?"],
+                 "number": ["How many legs does a spider have?", "How many days are in a leap year?",
+                            "What year did the Second World War end?"]}
+    seed = [Item(id=f"{label}{i}", input=text, reference=label, kind=Kind.classification, labels=sorted(questions))
+            for label, texts in questions.items() for i, text in enumerate(texts)]
+    near = Neighbours(seed, k=1)
+    assert max(near.scores("What is the capital city of Spain?").items(), key=lambda kv: kv[1])[0] == "location"
+    assert max(near.scores("How many legs does an insect have?").items(), key=lambda kv: kv[1])[0] == "number"

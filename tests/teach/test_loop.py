@@ -15,7 +15,7 @@ from magister.teach import loop as teach_loop
 from magister.teach import report as teach_report
 from magister.web import report as web_report
 
-from helpers import scripted
+from helpers import label_of, scripted
 
 pytestmark = pytest.mark.hf
 
@@ -123,6 +123,31 @@ def test_an_untrusted_verifier_is_checked_and_not_used(config: TeachConfig) -> N
     assert record.verifier is not None and not record.verifier["trusted"]
     assert "verifier" not in record.rejections and record.kept > 0
     assert "not trusted" in str(teach_report.table(teach.report()).caption)
+
+
+def test_neighbours_verify_with_no_teacher_call(config: TeachConfig, monkeypatch: pytest.MonkeyPatch) -> None:
+    from functools import partial
+
+    import numpy as np
+
+    from magister.synth import verify as verify_module
+
+    def polarity(text: str, others: list[str]) -> np.ndarray:  # an embedding that sees the sentiment words
+        return np.array([float(label_of(text) == label_of(o)) for o in others])
+
+    monkeypatch.setattr(teach_loop, "Neighbours", partial(verify_module.Neighbours, similarity=polarity))
+    config.rounds, config.verify = 1, "neighbours"
+    teacher = MockModel("mock:teacher", respond=lambda r: scripted(r) + f"\nInput: terrible meal {r.seed}")
+    teach = run(config, teacher)
+    record = teach.rounds[1]
+    assert record.verifier is not None and record.verifier["calls"] == 0 and record.verifier["n"] == 8
+    assert record.verifier["trusted"]  # 8 of 8 seed items right, leave-one-out
+    assert record.teacher_calls == teacher.calls  # writing only: the neighbours cost no call
+    drafts = json.loads((config.out / "round-1" / "drafts.json").read_text())
+    vetoed = [d for d in drafts if d["reason"] and d["reason"].startswith("verifier answered")]
+    assert vetoed and all(label_of(d["input"]) != d["reference"] for d in vetoed)  # the teacher's mislabels
+    kept = [d for d in drafts if d["reason"] is None]
+    assert kept and all(d["extra"]["verifier"]["agrees"] for d in kept)
 
 
 def test_mining_takes_seed_items_unless_told_to_take_all(config: TeachConfig,

@@ -59,7 +59,8 @@ def write(
                                                   "how often it missed them.")] = None,
     exclude: Annotated[Optional[Path], typer.Option(help="Items the new ones must not copy (the test set): "
                                                     "near-copies are rejected as contamination.")] = None,
-    verify: Annotated[str, typer.Option(help="off, teacher or majority.")] = "teacher",
+    verify: Annotated[str, typer.Option(help="off, teacher, majority or neighbours (the nearest labelled examples "
+                                              "vote; no model call).")] = "teacher",
     verifier: Annotated[Optional[str], typer.Option(help="Model that verifies (default: the teacher).")] = None,
     samples: Annotated[int, typer.Option(help="Samples for --verify majority.")] = 3,
     per_call: Annotated[int, typer.Option(help="Items the teacher writes per call.")] = 10,
@@ -76,8 +77,8 @@ def write(
     from magister.store import Store
     from magister.jsonl import write_atomic, write_json
 
-    if verify not in ("off", "teacher", "majority"):
-        raise fail(f"--verify must be off, teacher or majority, not '{verify}'")
+    if verify not in ("off", "teacher", "majority", "neighbours"):
+        raise fail(f"--verify must be off, teacher, majority or neighbours, not '{verify}'")
     fields = FieldMap(input=input, reference=reference,
                       labels=tuple(x.strip() for x in labels.split(",")) if labels else None)
     examples = load_exam(like, fields)
@@ -166,7 +167,8 @@ def teach(
     dedupe: Annotated[Optional[str], _opt("rouge, embedding or off.")] = None,
     dedupe_threshold: Annotated[Optional[float], _opt("Similarity at or above which a new example is a duplicate.")]
     = None,
-    verify: Annotated[Optional[str], _opt("off, teacher or majority.")] = None,
+    verify: Annotated[Optional[str], _opt("off, teacher, majority or neighbours (the nearest labelled seed "
+                                          "examples vote; no model call).")] = None,
     verify_samples: Annotated[Optional[int], _opt("Samples for --verify majority.")] = None,
     retrain: Annotated[Optional[str], _opt("base (each round from the base model) or continue.")] = None,
     patience: Annotated[Optional[int], _opt("Stop after N rounds without a better dev score.")] = None,

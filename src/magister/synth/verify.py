@@ -20,11 +20,14 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
+
 from magister.cache import ask
+from magister.errors import ConfigError
 from magister.exams.prompt import build_request
 from magister.graders import auto
 from magister.models.base import Model
@@ -33,7 +36,7 @@ from magister.store import Store
 
 from magister.stats import wilson
 from magister.synth.drafts import Draft
-from magister.types import Exam, Item
+from magister.types import Exam, Item, Kind
 
 
 def confidence(scores: dict[str, float] | None) -> float | None:
@@ -44,7 +47,51 @@ def confidence(scores: dict[str, float] | None) -> float | None:
     return 1.0 / sum(math.exp(v - top) for v in scores.values())
 
 
-def verify(drafts: list[tuple[Draft, Item]], verifier: Model, store: Store, mode: str, samples: int,
+class Neighbours:
+    """The `k` labelled items nearest a text vote for its label, each with weight exp(similarity / temperature).
+
+    `similarity(text, others)` gives one score per other text (default: cosine similarity of the embedded
+    SmolLM2's mean-pooled embeddings, `magister.synth.dedupe.embedding_similarity`). An item never votes on its own
+    text (`skip`), so checking it on the seed it votes with is leave-one-out."""
+
+    def __init__(self, items: Sequence[Item], similarity: Callable[[str, Sequence[str]], np.ndarray] | None = None,
+                 k: int = 5, temperature: float = 0.05) -> None:
+        if any(i.kind is not Kind.classification for i in items):
+            raise ConfigError("verify: neighbours checks closed labels; these items are not classification items")
+        if similarity is None:
+            from magister.synth.dedupe import embedding_similarity
+
+            similarity = embedding_similarity()
+        self.items, self.similarity, self.k, self.temperature = list(items), similarity, k, temperature
+        self.labels = sorted({label for i in self.items for label in (i.labels or [i.reference])})
+
+    def scores(self, text: str, skip: str | None = None) -> dict[str, float]:
+        """Log vote share per label (smoothed, so every label has one), like a model's choice log-probabilities."""
+        voters = [i for i in self.items if i.id != skip]
+        weights = dict.fromkeys(self.labels, 0.0)
+        if voters:
+            near = np.asarray(self.similarity(text, [i.input for i in voters]), dtype=float)
+            for index in np.argsort(-near, kind="stable")[:self.k]:
+                weights[voters[index].reference] += math.exp((near[index] - near.max()) / self.temperature)
+        total = sum(weights.values()) + 1e-3 * len(weights)
+        return {label: math.log((w + 1e-3) / total) for label, w in weights.items()}
+
+
+def _judge(draft: Draft, item: Item, said: str, agrees: bool, sure: float | None,
+           veto_at: float | None, keep_at: float | None) -> None:
+    """Record the verifier's verdict on a draft and reject it where the verdict counts (see `verify`)."""
+    draft.extra["verifier"] = {"answer": said, "confidence": sure, "agrees": agrees}
+    if agrees and keep_at is not None and (sure is None or sure < keep_at):
+        draft.reason = (f"verifier agreed at confidence {sure if sure is not None else 0:.2f}, below "
+                        f"{keep_at:.2f}: not precise enough there to trust the label")
+    if not agrees:
+        if veto_at is not None and (sure is None or sure < veto_at):
+            return  # a disagreement below the calibrated confidence is not a veto
+        shown = f" (confidence {sure:.2f})" if sure is not None else ""
+        draft.reason = f"verifier answered '{said}'{shown}, intended '{item.reference}'"
+
+
+def verify(drafts: list[tuple[Draft, Item]], verifier: Model | Neighbours, store: Store, mode: str, samples: int,
            shots: list[Item], on_calls: Callable[[int], None] | None = None,
            veto_at: float | None = None, keep_at: float | None = None) -> tuple[int, int]:
     """Set `reason` on drafts the verifier disagrees with; returns (verifier calls, tokens).
@@ -57,6 +104,15 @@ def verify(drafts: list[tuple[Draft, Item]], verifier: Model, store: Store, mode
     todo = [(d, item) for d, item in drafts if d.reason is None and not d.replay]
     if mode == "off" or not todo:
         return 0, 0
+    if isinstance(verifier, Neighbours):  # `neighbours`: no model call
+        for draft, item in todo:
+            scores = verifier.scores(item.input, skip=item.id)
+            said = max(scores, key=lambda label: scores[label])
+            _judge(draft, item, said, said == item.reference, confidence(scores), veto_at, keep_at)
+        if on_calls is not None:
+            on_calls(len(todo))
+        return 0, 0
+    assert isinstance(verifier, Model)
     exam = Exam(name="verify", items=[item for _, item in todo], fewshot=shots)
     if mode == "teacher":
         plans = [[build_request(item, exam, use_choices=verifier.supports_choices)] for _, item in todo]
@@ -81,15 +137,7 @@ def verify(drafts: list[tuple[Draft, Item]], verifier: Model, store: Store, mode
         right = sum(bool(g.correct) for g in grades)
         sure = confidence(answered[0][0].choice_logprobs) if mode == "teacher" else None
         said = ", ".join(sorted({str(g.extracted) for g in grades}))
-        draft.extra["verifier"] = {"answer": said, "confidence": sure, "agrees": right * 2 > len(grades)}
-        if right * 2 > len(grades) and keep_at is not None and (sure is None or sure < keep_at):
-            draft.reason = (f"verifier agreed at confidence {sure if sure is not None else 0:.2f}, below "
-                            f"{keep_at:.2f}: not precise enough there to trust the label")
-        if right * 2 <= len(grades):
-            if veto_at is not None and (sure is None or sure < veto_at):
-                continue  # a disagreement below the calibrated confidence is not a veto
-            shown = f" (confidence {sure:.2f})" if sure is not None else ""
-            draft.reason = f"verifier answered '{said}'{shown}, intended '{item.reference}'"
+        _judge(draft, item, said, right * 2 > len(grades), sure, veto_at, keep_at)
     return calls, tokens
 
 
@@ -120,16 +168,19 @@ class Check:
         return "trusted" if self.trusted else "veto only" if self.veto_at is not None else "not used"
 
 
-def check_verifier(verifier: Model, store: Store, seed: list[Item], shots: list[Item], limit: int = 60,
+def check_verifier(verifier: Model | Neighbours, store: Store, seed: list[Item], shots: list[Item], limit: int = 60,
           bar: float | None = None, least: int = 10) -> Check:
-    """The verifier answers up to `limit` seed items not among its worked examples; trusted when the 95% lower
-    bound of its accuracy beats `bar` (default: the most-common-answer rate). Also finds `veto_at`: the lowest
-    confidence c such that its precision on the (at least `least`) items answered with confidence >= c is at
-    least the bar."""
+    """The verifier answers up to `limit` seed items not among its worked examples (`Neighbours`: every seed item,
+    leave-one-out); trusted when the 95% lower bound of its accuracy beats `bar` (default: the most-common-answer
+    rate). Also finds `veto_at`: the lowest confidence c such that its precision on the (at least `least`) items
+    answered with confidence >= c is at least the bar."""
+    if isinstance(verifier, Neighbours):
+        shots, limit = [], len(seed)
     shown = {s.id for s in shots}
     items = [i for i in seed if i.id not in shown][:limit]
     drafts = [(Draft(input=i.input, reference=i.reference, strategy="check", source=i.id), i) for i in items]
-    calls, tokens = verify(drafts, verifier, store, "teacher", 1, shots)
+    calls, tokens = verify(drafts, verifier, store, "neighbours" if isinstance(verifier, Neighbours) else "teacher",
+                           1, shots)
     correct = sum(d.reason is None for d, _ in drafts)
     n = max(len(items), 1)
     majority = max(Counter(i.reference for i in items).values(), default=0) / n

@@ -8,9 +8,10 @@
              lists, quotes, bold, prose before and after; a call that yields nothing is a parse failure
     filter   empty or labelled-otherwise drafts; near-duplicates (ROUGE-L) of each other, of the
              examples and of earlier data; near-copies of `exclude` items (the test set): contamination
-    verify   an independent answer (the teacher, or another model) must agree with the reference;
-             the verifier is first checked on labelled examples it was not shown, and used only if it
-             beats always giving the most common answer
+    verify   an independent answer (the teacher, another model, or the nearest labelled examples in
+             embedding space: `neighbours`) must agree with the reference; the verifier is first checked
+             on labelled examples it was not shown, and used only if it beats always giving the most
+             common answer (or a student's accuracy: `verify_bar`)
 
 Labels get their share of `n` evenly, or by `weights` (e.g. the labels a student misses most).
 Labels short of their share after a pass get more calls, up to `passes` passes. Every
@@ -41,7 +42,7 @@ from magister.store import Store
 from magister.synth.contamination import Contamination, contamination_summary, ngrams
 from magister.synth.dedupe import dedupe, rouge_similarity
 from magister.synth.drafts import Draft, as_item, reason_kind
-from magister.synth.verify import check_verifier, verify
+from magister.synth.verify import Neighbours, check_verifier, verify
 from magister.types import Exam, Item, Kind, Message, Request
 
 MARKER = re.compile(r"^\s*(?:\d+\s*[.):]|[-*\u2022]|#+)\s*")
@@ -190,7 +191,7 @@ def write_exam(like: Exam, teacher: Model, store: Store, *, n: int, labels: Sequ
     existing = {i.id: i.input for i in [*items, *avoid]}
     kept_by: Counter[str] = Counter()
     shots = pick_fewshot(items, verify_shots, seed=0)
-    checked_verifier = verifier or teacher
+    checked_verifier: Model | Neighbours = Neighbours(items) if verify_mode == "neighbours" else verifier or teacher
     veto_at: float | None = None
     keep_at: float | None = None
     with progress_bar(console, progress) as bar:
@@ -201,7 +202,7 @@ def write_exam(like: Exam, teacher: Model, store: Store, *, n: int, labels: Sequ
                 written.calls += trial.calls
                 written.tokens += trial.tokens
             if not trial.trusted:
-                veto_at = trial.veto_at if verify_mode == "teacher" else None
+                veto_at = trial.veto_at if verify_mode in ("teacher", "neighbours") else None
                 keep_at = veto_at if selective else None
                 use = f"it only vetoes, at confidence >= {veto_at:.2f}" if veto_at is not None else \
                     "its verdicts are not used"

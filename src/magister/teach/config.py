@@ -123,7 +123,10 @@ class TeachConfig(Strict):
                                          "log-probability margin, up to this share of the probe (near misses).")
     dedupe: Literal["rouge", "embedding", "off"] = "rouge"
     dedupe_threshold: float = Field(0.7, gt=0.0, le=1.0)
-    verify: Literal["off", "teacher", "majority"] = "teacher"
+    verify: Literal["off", "teacher", "majority", "neighbours"] = Field(
+        "teacher", description="Who checks each new example's label: the verifier model (`teacher`: one answer, "
+                               "`majority`: several samples), the nearest labelled seed examples in the embedded "
+                               "SmolLM2's embedding space (`neighbours`: no model call), or nobody.")
     verify_samples: int = Field(3, ge=1, le=50, description="Samples for `verify: majority`.")
     verify_shots: int = Field(12, ge=0, le=500, description="Seed examples shown to the verifier as worked examples.")
     verify_check: bool = Field(True, description="Check the verifier on seed items it was not shown before "

@@ -47,7 +47,7 @@ from magister.store import Store, user_dir
 from magister.synth.contamination import Contamination, contamination_summary
 from magister.synth.dedupe import dedupe
 from magister.synth.drafts import Draft, as_item, reason_kind
-from magister.synth.verify import check_verifier, verify
+from magister.synth.verify import Neighbours, check_verifier, verify
 from magister.teach.config import TeachConfig
 from magister.teach.rundir import RoundDir, RunDir
 from magister.teach.strategies import STRATEGIES, Mined
@@ -516,9 +516,10 @@ class Teach:
         record.deduped += sum(d.reason == "duplicate: item already explained" for d in drafts)
         like = {i.id: i for i in data + probe}
         items = [(d, as_item(d, like[d.source], f"r{record.round}-{d.strategy}-{n}")) for n, d in enumerate(drafts)]
-        verifier = self.teacher.model(config.verifier or config.teacher)
-        shots = pick_fewshot(self.seed.items, config.verify_shots, seed=0)
         mode = config.verify
+        verifier = Neighbours(self.seed.items) if mode == "neighbours" and any(d.reason is None for d in drafts) \
+            else self.teacher.model(config.verifier or config.teacher)
+        shots = pick_fewshot(self.seed.items, config.verify_shots, seed=0)
         calls = tokens = 0
         veto_at: float | None = None
         needed = any(d.reason is None and not d.replay for d, _ in items)
@@ -529,7 +530,7 @@ class Teach:
             first = not any(r.verifier for r in self.rounds)  # later checks repeat the same (cached) calls
             calls, tokens = (trial.calls, trial.tokens) if first else (0, 0)
             if not trial.trusted:  # a verifier weaker than the student may only veto, where calibrated to
-                veto_at = trial.veto_at if mode == "teacher" else None
+                veto_at = trial.veto_at if mode in ("teacher", "neighbours") else None
                 mode = mode if veto_at is not None else "off"
         with progress_bar(self.console, self.progress) as bar:
             todo = sum(d.reason is None and not d.replay for d, _ in items) if mode != "off" else 0
@@ -538,7 +539,7 @@ class Teach:
             more_calls, more_tokens = verify(items, verifier, self.store, mode, config.verify_samples, shots,
                                              on_calls=lambda k: bar.advance(task, k), veto_at=veto_at)
         calls, tokens = calls + more_calls, tokens + more_tokens
-        if (config.verifier or config.teacher) == config.teacher:
+        if (config.verifier or config.teacher) == config.teacher and mode != "neighbours":
             self.teacher.calls += calls
             self.teacher.tokens += tokens
             record.teacher_calls += calls
