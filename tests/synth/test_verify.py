@@ -37,6 +37,7 @@ def test_a_verifier_weaker_than_the_student_is_not_trusted(tmp_path) -> None:  #
     weak = verifier(right_every=4)  # 75% right
     against_student = check_verifier(weak, store, SEED, [], bar=0.9)
     assert not against_student.trusted and against_student.bar_name == "the out-of-fold student"
+    assert against_student.verifier == weak.spec  # the report names who checked
     assert 0.7 < against_student.accuracy < 0.8
     against_majority = check_verifier(weak, store, SEED, [])  # the old gate: it beats always saying one label
     assert against_majority.trusted and against_majority.bar == 0.5
@@ -97,6 +98,7 @@ def test_neighbours_are_checked_leave_one_out_and_veto_a_draft_their_labels_cont
     trial = check_verifier(near, store, NEIGHBOURLY, NEIGHBOURLY[:5], bar=0.5)
     assert trial.n == len(NEIGHBOURLY) and trial.calls == 0  # every seed item, none voting on itself
     assert trial.accuracy == 1.0 and trial.trusted  # each topic word recurs under one label only
+    assert trial.verifier == "the 3 nearest seed items in embedding space"
     drafts = [(Draft(input="which river is famous now", reference="human", strategy="contrast", source="nl1"),
                NEIGHBOURLY[1].model_copy(update={"id": "r1-0", "input": "which river is famous now",
                                                  "reference": "human"})),

@@ -142,6 +142,7 @@ def test_neighbours_verify_with_no_teacher_call(config: TeachConfig, monkeypatch
     record = teach.rounds[1]
     assert record.verifier is not None and record.verifier["calls"] == 0 and record.verifier["n"] == 8
     assert record.verifier["trusted"]  # 8 of 8 seed items right, leave-one-out
+    assert "(the 5 nearest seed items in embedding space): 100% right" in teach_report.verifier_note(teach.report())
     assert record.teacher_calls == teacher.calls  # writing only: the neighbours cost no call
     drafts = json.loads((config.out / "round-1" / "drafts.json").read_text())
     vetoed = [d for d in drafts if d["reason"] and d["reason"].startswith("verifier answered")]

@@ -158,6 +158,7 @@ class Check:
     bar_name: str = "the most common answer"
     veto_at: float | None = None  # lowest confidence at which its precision on the seed reaches the bar
     by_label: dict[str, dict[str, Any]] = field(default_factory=dict)  # label -> answered, precision, recall
+    verifier: str = ""  # who checked: a model spec, or the nearest seed items
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -204,4 +205,6 @@ def check_verifier(verifier: Model | Neighbours, store: Store, seed: list[Item],
     return Check(n=len(items), correct=correct, accuracy=correct / n, ci_low=low, majority=majority,
                  trusted=bool(low > threshold), calls=calls, tokens=tokens, bar=threshold,
                  bar_name="the most common answer" if bar is None else "the out-of-fold student",
-                 veto_at=None if low > threshold else veto_at, by_label=by_label)
+                 veto_at=None if low > threshold else veto_at, by_label=by_label,
+                 verifier=verifier.spec if isinstance(verifier, Model) else
+                 f"the {verifier.k} nearest seed items in embedding space")

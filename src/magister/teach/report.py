@@ -71,7 +71,8 @@ def verifier_note(report: dict[str, Any]) -> str:
         verdict = f"not trusted, so it only vetoed, at confidence >= {v['veto_at']:.2f}"
     else:
         verdict = "not trusted, so new examples were not verified"
-    return (f"Verifier: {v['accuracy']:.0%} right on {v['n']} human-labelled seed items (95% lower bound "
+    who = f" ({v['verifier']})" if v.get("verifier") else ""
+    return (f"Verifier{who}: {v['accuracy']:.0%} right on {v['n']} human-labelled seed items (95% lower bound "
             f"{v['ci_low']:.0%}; {name}: {bar:.0%}): {verdict}. ")
 
 
