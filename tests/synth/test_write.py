@@ -113,6 +113,31 @@ def test_write_rejects_what_the_verifier_disagrees_with(store: Store) -> None:
     assert not any(" awful " in i.input and i.reference == "positive" for i in written.items)
 
 
+def test_write_with_neighbours_verifies_without_a_model_call(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    from functools import partial
+
+    import numpy as np
+
+    from magister.synth import write as write_module
+    from magister.synth.verify import Neighbours
+
+    def polarity(text: str, others: list[str]) -> np.ndarray:  # an embedding that sees the sentiment words
+        return np.array([float(label_of(text) == label_of(o)) for o in others])
+
+    monkeypatch.setattr(write_module, "Neighbours", partial(Neighbours, similarity=polarity))
+
+    def mislabelling(request: Request) -> str:
+        return writer(request).replace(" great ", " awful ")  # 'great' lines asked as positive are now negative
+
+    writing = teacher(mislabelling)
+    written = write_exam(like_exam(), writing, store, n=8, per_call=6, verify_mode="neighbours", progress=False)
+    assert written.verifier is not None and written.verifier["calls"] == 0 and written.verifier["trusted"]
+    assert written.calls == writing.calls  # every call wrote; none verified
+    rejected = [d for d in written.drafts if d.reason and d.reason.startswith("verifier")]
+    assert rejected and all(" awful " in d.input and d.reference == "positive" for d in rejected)
+    assert not any(" awful " in i.input and i.reference == "positive" for i in written.items)
+
+
 def test_write_rejects_copies_of_the_excluded_test_set(store: Store) -> None:
     first = write_exam(like_exam(), teacher(), Store(store.path.with_name("other.db")), n=6, per_call=6,
                        verify_shots=2, verify_mode="off", progress=False)
