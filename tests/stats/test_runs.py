@@ -63,3 +63,9 @@ def test_bad_shapes_are_refused() -> None:
         compare_trainings([[1, 0, 1]], [[1, 0]])
     with pytest.raises(ValueError, match="seeds x items"):
         runs_interval([1, 0, 1])
+
+
+def test_identical_arms_differ_by_zero_with_a_zero_width_interval() -> None:
+    grades = [[1, 0, 1, 1], [0, 1, 1, 0], [1, 1, 0, 1]]  # e.g. an ablation that kept exactly the same data
+    same = compare_trainings(grades, grades)
+    assert (same.mean, same.ci_low, same.ci_high, same.p_value) == (0.0, 0.0, 0.0, 1.0)

@@ -71,7 +71,7 @@ def _estimate(grid: np.ndarray, confidence: float, test: bool) -> RunsEstimate:
     else:
         variance, df = col_term, float(n - 1)
     se = float(np.sqrt(variance))
-    half = float(stats.t.ppf(1 - (1 - confidence) / 2, df)) * se
+    half = float(stats.t.ppf(1 - (1 - confidence) / 2, df)) * se if se > 0 else 0.0  # identical arms: no spread
     p = None
     if test:
         p = 1.0 if se == 0 and mean == 0 else (0.0 if se == 0 else float(2 * stats.t.sf(abs(mean) / se, df)))
