@@ -539,7 +539,7 @@ class Teach:
             more_calls, more_tokens = verify(items, verifier, self.store, mode, config.verify_samples, shots,
                                              on_calls=lambda k: bar.advance(task, k), veto_at=veto_at)
         calls, tokens = calls + more_calls, tokens + more_tokens
-        if (config.verifier or config.teacher) == config.teacher and mode != "neighbours":
+        if (config.verifier or config.teacher) == config.teacher:  # the neighbours cost no call: 0 here
             self.teacher.calls += calls
             self.teacher.tokens += tokens
             record.teacher_calls += calls
