@@ -6,11 +6,17 @@ constrained-choice exam through `hf:`. The task is a 7-intent exam in the style 
 here, sat by SmolLM2-135M-Instruct through both backends with a fresh store (every request a
 cache miss):
 
-- `llamacpp:smollm2`: the prompt once, then each candidate's tokens one decode at a time;
+- `llamacpp:smollm2`: the prompt's last segment and every candidate in one decode call, the candidates
+  as sequences sharing the prompt's key/value cells, on the float32 copy of the weights it scores
+  choices with;
+- `llamacpp:smollm2 (Q4_1 weights)`: the same on the quantised file itself (what it scored on before);
 - `hf:smollm2`: the prompt once, the candidates together on its key/value cache (`past_key_values`);
 - `hf (one sequence per candidate)`: the transformers scoring Magister used before, a full forward of
   prompt + candidate per multi-token candidate with a log-softmax over the whole vocabulary at every
   position, run here from this file as the baseline; its scores are checked against the new path's.
+
+Both backends now score the same float32 weights: the largest difference between their
+log-probabilities, and whether they pick the same answers, are reported too.
 
     python benchmarks/choice_speed.py [--repeat 3]
 
@@ -28,6 +34,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+QUANTISED = "llamacpp:smollm2 (Q4_1 weights)"
 LABELS = ["AddToPlaylist", "BookRestaurant", "GetWeather", "PlayMusic", "RateBook", "SearchCreativeWork",
           "SearchScreeningEvent"]
 UTTERANCES = {
@@ -89,10 +96,17 @@ def main() -> None:
     from magister.sit import sit
     from magister.store import Store
 
+    import magister.models.llamacpp as llamacpp
+
     the_exam = exam()
+    requests = [build_request(i, the_exam, use_choices=True) for i in the_exam.items]
     result: dict = {"items": len(the_exam.items), "labels": LABELS, "runs": {}}
-    for spec in ("llamacpp:smollm2", "hf:smollm2"):
-        model = load_model(spec)
+    scores: dict[str, list[dict[str, float]]] = {}
+    for spec in (QUANTISED, "llamacpp:smollm2", "hf:smollm2"):
+        limit = llamacpp.FLOAT_CHOICES_MAX_PARAMS
+        llamacpp.FLOAT_CHOICES_MAX_PARAMS = 0 if spec == QUANTISED else limit  # no float copy: the Q4_1 file
+        model = load_model("llamacpp:smollm2" if spec == QUANTISED else spec)
+        llamacpp.FLOAT_CHOICES_MAX_PARAMS = limit
         best = None
         for attempt in range(args.repeat):
             with tempfile.TemporaryDirectory() as tmp:
@@ -102,9 +116,8 @@ def main() -> None:
             best = wall if best is None else min(best, wall)
             result["runs"].setdefault(spec, []).append(wall)
         result[spec] = {"items_per_s": len(the_exam.items) / best, "accuracy": summary.accuracy}
+        scores[spec] = new = [c.choice_logprobs for c in model.generate(requests)]
         if spec.startswith("hf:"):
-            requests = [build_request(i, the_exam, use_choices=True) for i in the_exam.items]
-            new = [c.choice_logprobs for c in model.generate(requests)]
             walls = []
             for _ in range(args.repeat):
                 started = time.perf_counter()
@@ -120,13 +133,23 @@ def main() -> None:
     result["hf_speedup_over_old"] = result["hf:smollm2"]["items_per_s"] / \
         result["hf_one_sequence_per_candidate"]["items_per_s"]
     result["hf_vs_llamacpp"] = result["hf:smollm2"]["items_per_s"] / result["llamacpp:smollm2"]["items_per_s"]
+    result["llamacpp_float_over_quantised"] = result["llamacpp:smollm2"]["items_per_s"] / \
+        result[QUANTISED]["items_per_s"]
+    for spec in (QUANTISED, "llamacpp:smollm2"):  # how far each llama.cpp path is from transformers' scores
+        pairs = list(zip(scores[spec], scores["hf:smollm2"]))
+        result[spec]["vs_hf"] = {"max_abs_logprob_difference": max(abs(a[c] - b[c]) for a, b in pairs for c in a),
+                                 "same_answers": sum(max(a, key=a.get) == max(b, key=b.get) for a, b in pairs)}
     result["machine"] = {"cpus": os.cpu_count(), "processor": platform.machine(), "python": platform.python_version()}
     out = ROOT / "benchmarks" / "results" / "choice_speed.json"
     out.write_text(json.dumps(result, indent=2))
-    for key in ("llamacpp:smollm2", "hf:smollm2", "hf_one_sequence_per_candidate"):
-        print(f"{key:<32} {result[key]['items_per_s']:6.1f} items/s")
+    for key in (QUANTISED, "llamacpp:smollm2", "hf:smollm2", "hf_one_sequence_per_candidate"):
+        agree = result[key].get("vs_hf")
+        print(f"{key:<32} {result[key]['items_per_s']:6.1f} items/s" + (
+            f"   vs hf: max |logprob difference| {agree['max_abs_logprob_difference']:.3f}, "
+            f"same answers {agree['same_answers']}/{len(requests)}" if agree else ""))
     print(f"hf new/old {result['hf_speedup_over_old']:.1f}x, hf/llamacpp {result['hf_vs_llamacpp']:.2f}x, "
-          f"max |logprob difference| {result['hf_one_sequence_per_candidate']['max_abs_logprob_difference']:.2e}")
+          f"llamacpp float32/Q4_1 {result['llamacpp_float_over_quantised']:.2f}x, max |logprob difference| "
+          f"{result['hf_one_sequence_per_candidate']['max_abs_logprob_difference']:.2e}")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 The 500-item TREC test set is a classification exam (6 labels) with a 12-shot, class-balanced
 prompt drawn from TREC train, answered by constrained choice on `llamacpp:smollm2`. Both sides
-send the same messages and score the same candidates the same way:
+send the same messages and score the same candidates the same way, on the same weights (the
+float32 copy that the backend scores choices with):
 
 - Magister: `sit()` with a fresh store, so every request is a cache miss, stored and graded.
 - plain: a loop over llama-cpp-python with no Magister in between (chat template, tokenize,
@@ -91,8 +92,8 @@ def main() -> None:
     exam.fewshot = pick_fewshot(load_exam(TREC / "train.jsonl").items, args.shots, seed=0)
     store = Store()
     model = load_model("llamacpp:smollm2")
-    plain = new_llama(model_path=str(model.path), n_ctx=4096, n_threads=os.cpu_count(), n_batch=512,
-                      logits_all=False, verbose=False)  # the same llama.cpp parameters as the backend
+    plain = new_llama(model_path=str(model.choice_path), n_ctx=4096, n_threads=os.cpu_count(), n_batch=512,
+                      logits_all=False, verbose=False)  # the same weights and llama.cpp parameters as the backend
     template = plain.metadata["tokenizer.chat_template"]
     eos = plain.detokenize([plain.token_eos()], special=True).decode()
     formatter = Jinja2ChatFormatter(template=template, eos_token=eos,

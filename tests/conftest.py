@@ -11,6 +11,15 @@ import pytest
 from magister.store import Store
 
 
+@pytest.fixture(autouse=True, scope="session")
+def magister_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One MAGISTER_CACHE for the session: derived files (a GGUF's float32 copy) are made once, not per test."""
+    cache = tmp_path_factory.mktemp("cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MAGISTER_CACHE", str(cache))
+        yield cache
+
+
 @pytest.fixture(autouse=True)
 def magister_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Every test gets its own MAGISTER_HOME, so no test sees another's database (nor the user's MAGISTER_STORE)."""

@@ -107,7 +107,8 @@ def test_sits_an_exam(tiny, store) -> None:  # noqa: ANN001
 @pytest.mark.slow
 @pytest.mark.llamacpp
 def test_embedded_gguf_agrees_with_llamacpp() -> None:
-    """transformers de-quantises the embedded GGUF; its choice scores track llama.cpp's (about 40 s)."""
+    """transformers de-quantises the embedded GGUF, and llama.cpp scores choices on a float32 copy of it: the
+    same weights, so the scores agree to float rounding (about 40 s)."""
     pytest.importorskip("llama_cpp")
     request = Request(messages=[Message(role="system", content="Answer with one label from: negative, positive."),
                                 Message(role="user", content="I loved this movie.")],
@@ -116,7 +117,7 @@ def test_embedded_gguf_agrees_with_llamacpp() -> None:
     cpp_scores = load_model("llamacpp:smollm2").generate([request])[0].choice_logprobs
     assert max(hf_scores, key=hf_scores.get) == max(cpp_scores, key=cpp_scores.get)
     for label in hf_scores:
-        assert hf_scores[label] == pytest.approx(cpp_scores[label], abs=0.5)  # Q4_1 rounding, not a bug
+        assert hf_scores[label] == pytest.approx(cpp_scores[label], abs=0.05)  # on the Q4_1 weights: 0.5
 
 
 def test_a_prompt_longer_than_a_sliding_window_is_scored_one_sequence_per_candidate(tiny, monkeypatch) -> None:  # noqa: ANN001

@@ -30,6 +30,32 @@ def test_identity_names_the_weights(smol) -> None:  # noqa: ANN001
     assert smol.supports_choices
 
 
+def test_choices_are_scored_on_a_float32_copy_made_once(smol) -> None:  # noqa: ANN001
+    """The embedded Q4_1 model generates on its quantised file and scores choices on a float32 copy in the
+    cache folder; loading the model again re-uses the copy."""
+    from magister.models.llamacpp import float_copy
+
+    assert smol.choice_path != smol.path and smol.choice_path.name.endswith(".f32.gguf")
+    assert smol.chooser.metadata["general.file_type"] == str(llama_cpp.LLAMA_FTYPE_ALL_F32)
+    assert smol.identity().endswith(":choices-f32")
+    made = smol.choice_path.stat().st_mtime_ns
+    assert float_copy(smol.path) == smol.choice_path and smol.choice_path.stat().st_mtime_ns == made
+    assert not [p for p in smol.choice_path.parent.iterdir() if p.name.endswith(".partial")]
+
+
+def test_without_a_writable_cache_choices_are_scored_on_the_quantised_file(tmp_path, monkeypatch, capsys) -> None:  # noqa: ANN001
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    monkeypatch.setenv("MAGISTER_CACHE", str(blocked))
+    model = load_model("llamacpp:smollm2")
+    assert model.chooser is model.llm and model.choice_path == model.path
+    assert not model.identity().endswith(":choices-f32")
+    assert "scored on the quantised weights" in capsys.readouterr().err
+    [completion] = model.generate([classify("I loved it.")])
+    assert set(completion.choice_logprobs) == {"negative", "positive", "neutral"}
+    model.close()
+
+
 INTENTS = ["PlayMusic", "SearchScreeningEvent", "AddToPlaylist", "GetWeather"]  # several tokens each
 
 
@@ -43,7 +69,7 @@ def test_choice_scores_match_full_logits(smol, asked) -> None:  # noqa: ANN001
     [completion] = smol.generate([request])
     from magister.models.llamacpp import new_llama
 
-    reference = new_llama(model_path=str(smol.path), n_ctx=512, logits_all=True, verbose=False)
+    reference = new_llama(model_path=str(smol.choice_path), n_ctx=512, logits_all=True, verbose=False)
     prompt = reference.tokenize(smol.format(request).encode(), add_bos=False, special=True)
     assert any(len(reference.tokenize(c.encode(), add_bos=False)) > 1 for c in request.choices) or \
         request.choices[0] == "negative"

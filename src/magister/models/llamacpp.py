@@ -16,12 +16,21 @@ that the item's own text and the generation header go together in one batch. The
 answer whatever was asked before it, which a cache-keyed, resumable evaluation needs; and
 it cuts where prompts part ways (an item's own turn), so an item costs one decode call, as
 in a plain loop. A prompt with no control tokens is evaluated whole.
+
+A small quantised model (up to FLOAT_CHOICES_MAX_PARAMS parameters, such as the embedded SmolLM2)
+scores choices on a float32 copy of its weights, de-quantised once into the cache directory
+(`MAGISTER_CACHE`, else the platform's user-cache folder):
+on a CPU, quantised matrix products over a batch of tokens are slower than float ones
+(1.5x on 2 cores for SmolLM2's Q4_1, `benchmarks/choice_speed.py`), and float32 is what the
+transformers path and every trained student compute with, so both backends score the same
+weights. Generation, one token at a time and bound by memory, stays on the quantised file.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -73,6 +82,7 @@ def extra_buffers_safe() -> bool:
         return True
 
 
+FLOAT_CHOICES_MAX_PARAMS = 400_000_000  # a float32 copy of at most 1.6 GB, beside the quantised one
 SEQUENCES = 16  # sequences a context holds at once: the prompt (0) and up to 15 candidates scored together
 
 
@@ -112,6 +122,39 @@ def new_llama(sequences: int = 1, **kwargs: Any) -> Any:
         return llama_cpp.Llama(**kwargs)
 
 
+def cache_dir() -> Path:
+    """Where derived files that can be made again live: $MAGISTER_CACHE, or the platform's user-cache folder."""
+    env = os.environ.get("MAGISTER_CACHE")
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("magister", appauthor=False))
+
+
+def float_copy(path: Path) -> Path:
+    """A float32 copy of a GGUF file's weights, made once (atomically) in the cache directory."""
+    import ctypes
+
+    import llama_cpp
+
+    stat = path.stat()
+    copy = cache_dir() / "gguf-f32" / f"{path.stem}-{stat.st_size}-{int(stat.st_mtime)}.f32.gguf"
+    if copy.exists():
+        return copy
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    partial = copy.with_name(f".{copy.name}.{os.getpid()}.partial")
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype, params.allow_requantize, params.nthread = llama_cpp.LLAMA_FTYPE_ALL_F32, True, threads()
+    try:
+        if llama_cpp.llama_model_quantize(str(path).encode(), str(partial).encode(), ctypes.byref(params)) != 0:
+            raise BackendError(f"could not de-quantise {path} to float32 in {copy.parent}")
+        os.replace(partial, copy)
+    finally:
+        partial.unlink(missing_ok=True)
+    return copy
+
+
 def _log_softmax(logits: Any) -> Any:
     """Log-probabilities over the vocabulary from one position's logits."""
     import numpy as np
@@ -137,7 +180,18 @@ class LlamaCppModel(Model):
         self._llama_cpp = llama_cpp
         self.llm = new_llama(SEQUENCES, model_path=str(self.path), n_ctx=n_ctx, n_threads=n_threads or threads(),
                              n_batch=512, logits_all=False, verbose=False)
-        self._memory = llama_cpp.llama_get_memory(self.llm.ctx)
+        self.choice_path, self.chooser = self.path, self.llm
+        quantised = self.llm.metadata.get("general.file_type") not in (None, str(llama_cpp.LLAMA_FTYPE_ALL_F32))  # or f16
+        if quantised and llama_cpp.llama_model_n_params(self.llm.model) <= FLOAT_CHOICES_MAX_PARAMS:
+            try:  # choices are scored on float32 weights (module docstring)
+                self.choice_path = float_copy(self.path)
+            except (OSError, BackendError) as err:  # a full disk or a read-only cache: the quantised weights
+                print(f"note: choices are scored on the quantised weights of {self.path.name}: {err}", file=sys.stderr)
+            else:
+                self.chooser = new_llama(SEQUENCES, model_path=str(self.choice_path), n_ctx=n_ctx,
+                                         n_threads=n_threads or threads(), n_batch=512, logits_all=False,
+                                         verbose=False)
+        self._memory = llama_cpp.llama_get_memory(self.chooser.ctx)
         template = self.llm.metadata.get("tokenizer.chat_template")
         if not template:
             raise BackendError(f"{self.path} has no chat template in its metadata")
@@ -149,7 +203,8 @@ class LlamaCppModel(Model):
         self.formatter = Jinja2ChatFormatter(template=template, eos_token=self.stop,
                                              bos_token=special(self.llm.token_bos()))
         stat = self.path.stat()
-        self._identity = f"{self.path.name}:{stat.st_size}:{int(stat.st_mtime)}"
+        self._identity = f"{self.path.name}:{stat.st_size}:{int(stat.st_mtime)}" + \
+            (":choices-f32" if self.chooser is not self.llm else "")
 
     def identity(self) -> str:
         return self._identity
@@ -217,9 +272,8 @@ class LlamaCppModel(Model):
             starts = {s for s in starts if s <= content} | {content}
         return sorted(starts)
 
-    def _prefill(self, tokens: list[int], request: Request) -> None:
-        """Make the cache hold every segment of `tokens` but the last, re-using the segments it has."""
-        llm = self.llm
+    def _prefill(self, llm: Any, tokens: list[int], request: Request) -> None:
+        """Make `llm`'s cache hold every segment of `tokens` but the last, re-using the segments it has."""
         starts = self._segments(tokens, request)
         cached, common = llm.input_ids, 0
         limit = min(llm.n_tokens, starts[-1])
@@ -234,7 +288,7 @@ class LlamaCppModel(Model):
     def _generate(self, request: Request) -> Completion:
         start = time.perf_counter()
         tokens = self._tokens(request)
-        self._prefill(tokens, request)  # create_completion re-uses these blocks and evaluates the tail in one batch
+        self._prefill(self.llm, tokens, request)  # create_completion re-uses these blocks and evaluates the tail in one batch
         stop = list(request.stop) + ([self.stop] if request.messages is not None else [])
         out = self.llm.create_completion(prompt=tokens, max_tokens=request.max_tokens,
                                          temperature=request.temperature, seed=request.seed, stop=stop)
@@ -246,8 +300,8 @@ class LlamaCppModel(Model):
     def _last_logits(self) -> Any:
         import numpy as np
 
-        pointer = self._llama_cpp.llama_get_logits_ith(self.llm.ctx, -1)
-        return np.ctypeslib.as_array(pointer, shape=(self.llm.n_vocab(),)).copy()
+        pointer = self._llama_cpp.llama_get_logits_ith(self.chooser.ctx, -1)
+        return np.ctypeslib.as_array(pointer, shape=(self.chooser.n_vocab(),)).copy()
 
     def _score(self, request: Request) -> Completion:
         """Sum of the log-probabilities of each candidate's tokens after the prompt.
@@ -256,19 +310,20 @@ class LlamaCppModel(Model):
         request with more candidates than one call holds takes one more call per further group."""
         start = time.perf_counter()
         prompt = self._tokens(request)
-        self._prefill(prompt, request)
-        keep, n_prompt, room = self.llm.n_tokens, len(prompt), self.llm.n_batch
-        cells = self.llm.n_ctx() - n_prompt  # cache cells left for the candidates' tokens
+        chooser = self.chooser
+        self._prefill(chooser, prompt, request)
+        keep, n_prompt, room = chooser.n_tokens, len(prompt), chooser.n_batch
+        cells = chooser.n_ctx() - n_prompt  # cache cells left for the candidates' tokens
         tokens = {candidate: self._memo_tokenize(candidate, special=False) for candidate in request.choices or []}
         rest = [tokens[c] for c in tokens if len(tokens[c]) > 1]  # the first token is read off the prompt
         for candidate, ids in tokens.items():
             if not ids or len(ids) - 1 > min(room, cells):
                 raise BackendError(f"the candidate {candidate[:40]!r} ({len(ids)} tokens) cannot be scored after a "
-                                   f"prompt of {n_prompt} tokens in a context of {self.llm.n_ctx()}")
+                                   f"prompt of {n_prompt} tokens in a context of {chooser.n_ctx()}")
         tail = prompt[keep:]
         first = None
         if len(tail) + (len(rest[0]) - 1 if rest else 0) > room:  # a long last segment: evaluated on its own
-            self.llm.eval(tail)
+            chooser.eval(tail)
             first, tail, keep = _log_softmax(self._last_logits()), [], n_prompt
         totals: list[float] = []
         while tail or rest:
@@ -303,7 +358,7 @@ class LlamaCppModel(Model):
         The cache holds only the prompt's first `keep` tokens, in cells 0..keep-1, when the call starts, and the
         batch is laid out from the request alone, so the scores do not depend on what was asked before.
         Afterwards the cache holds the prompt alone (sequence 0), ready for the next prefix match."""
-        lib, llm, memory = self._llama_cpp, self.llm, self._memory
+        lib, llm, memory = self._llama_cpp, self.chooser, self._memory
         for sequence in range(1, SEQUENCES):  # nothing of an earlier call's candidates, even a failed one's
             lib.llama_memory_seq_rm(memory, sequence, -1, -1)
         lib.llama_memory_seq_rm(memory, 0, keep, -1)  # the prompt's cells after its cached part
@@ -320,7 +375,7 @@ class LlamaCppModel(Model):
         """`_decode`'s work on a clean cache: the batch laid out, decoded, and the rows read."""
         import numpy as np
 
-        lib, llm, memory = self._llama_cpp, self.llm, self._memory
+        lib, llm, memory = self._llama_cpp, self.chooser, self._memory
         sequences = range(1, len(group) + 1)
         for sequence in sequences:
             if keep:
@@ -359,4 +414,6 @@ class LlamaCppModel(Model):
         return first, totals
 
     def close(self) -> None:
+        if self.chooser is not self.llm:
+            self.chooser.close()
         self.llm.close()
