@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from magister.errors import ConfigError
 from magister.models.mock import MockModel
 from magister.teach import Teach, TeachConfig, TrainConfig
 from magister.teach import loop as teach_loop
@@ -134,3 +135,36 @@ def test_resume_after_a_kill_inside_a_fold(folds_config: TeachConfig, monkeypatc
     again = [c.name for c in calls[before:]]
     assert "fold-0" not in again[:2] and again[0] == "fold-1"  # fold 0 is not trained again
     assert again.count("round-0") == 0  # nor the round-0 student
+
+
+def test_a_control_with_written_rows_is_scored_out_of_fold_on_the_human_rows_only(folds_config: TeachConfig,
+                                                                                  tmp_path: Path) -> None:
+    """A run of 0 rounds on the seed plus teacher-written rows (tagged with a `strategy`) gets the dev score of
+    a teaching run: only the human-labelled rows are held out, the written ones are in every fold's training."""
+    rows = [json.loads(line) for line in folds_config.seed.read_text().splitlines()]
+    written = [{"id": f"w{i}", "text": t, "label": y, "strategy": "untargeted"}
+               for i, (t, y) in enumerate([("fine food", "positive"), ("bad film", "negative")])]
+    config = folds_config.model_copy(update={"seed": write_jsonl(tmp_path / "control.jsonl", rows + written),
+                                             "rounds": 0, "out": tmp_path / "control"})
+    config.train.epochs = 2
+    teach = run(config)
+    assert teach.rounds[0].folds is None  # a run of 0 rounds scores nothing out of fold by itself
+    trained: list[list[str]] = []
+    real = teach_loop.train
+
+    def spy(base, items, exam, settings, out, **kw):  # noqa: ANN001, ANN003, ANN202
+        trained.append([i.id for i in items])
+        return real(base, items, exam, settings, out, **kw)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(teach_loop, "train", spy)
+        folds = Teach(config, resume=True, progress=False).out_of_fold(0)
+    from magister.teach.rundir import RunDir
+
+    saved = json.loads(RunDir(config.out).round(0).folds.read_text())
+    assert folds["n"] == len(TEXTS) and set(saved["answers"]) == {f"s{i}" for i in range(len(TEXTS))}
+    assert len(trained) == 3 and all({"w0", "w1"} <= set(ids) for ids in trained)
+    assert all(len(ids) == len(TEXTS) - 4 + 2 for ids in trained)
+    assert Teach(config, resume=True, progress=False).out_of_fold(0) == folds  # finished folds are read back
+    with pytest.raises(ConfigError, match="no round 3"):
+        Teach(config, resume=True, progress=False).out_of_fold(3)

@@ -367,10 +367,22 @@ class Teach:
                     "ci_low": low, "ci_high": high, "n": folds["n"], "correct": folds["correct"]}, folds
         return None, folds
 
+    def out_of_fold(self, number: int) -> dict[str, Any]:
+        """Round `number`'s data scored out of fold (`_folds`), also on a finished run or one of 0 rounds: how
+        a configuration that never mines (a control trained on the seed plus other data) gets the same dev
+        score as a teaching run, to be compared with it on human labels, not on the exam."""
+        directory = self._dir(number)
+        if not directory.data.exists():
+            raise ConfigError(f"{self.out} has no round {number} to score out of fold")
+        self.base = base_model_dir(self.config.student, user_dir() / "students")
+        return self._folds(number, directory)
+
     def _folds(self, number: int, directory: RoundDir) -> dict[str, Any]:
         """k students, each trained on this round's data without one fold of the seed (and without the
-        synthetic items written from that fold's items), sit their held-out fold. Each finished fold is
-        written to `folds/fold-N/answers.json`, so a resume after a kill inside a fold repeats no other fold."""
+        synthetic items written from that fold's items), sit their held-out fold. Only human-labelled items
+        are held out: a seed row that names a `strategy` (written by a teacher) is trained on in every fold.
+        Each finished fold is written to `folds/fold-N/answers.json`, so a resume after a kill inside a fold
+        repeats no other fold."""
         config = self.config
         data = read_items(directory.data)
         seed = [i for i in data if "strategy" not in i.meta]
