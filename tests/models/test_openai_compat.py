@@ -178,6 +178,16 @@ def test_a_malformed_200_is_retried_then_fails_in_one_line(flaky: str) -> None:
     model.close()
 
 
+@pytest.fixture
+def python_ctrl_c() -> Iterator[None]:
+    """Python's own Ctrl-C handler for the test, whatever an earlier test in the process left installed (the
+    whole suite once ran the test below without a KeyboardInterrupt), and the earlier one back afterwards."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+@pytest.mark.usefixtures("python_ctrl_c")
 def test_ctrl_c_sends_nothing_new_and_keeps_what_arrived(flaky: str) -> None:
     model = OpenAICompatModel(f"openai-compatible:{flaky}#m", concurrency=2, timeout_s=10)
     texts = ["fast a", "fast b", *[f"slow {n}" for n in range(1, 9)]]  # 'slow N' sleeps 1.5 s
