@@ -96,17 +96,14 @@ def main() -> None:
     from magister.sit import sit
     from magister.store import Store
 
-    import magister.models.llamacpp as llamacpp
+    from magister.models.llamacpp import LlamaCppModel
 
     the_exam = exam()
     requests = [build_request(i, the_exam, use_choices=True) for i in the_exam.items]
     result: dict = {"items": len(the_exam.items), "labels": LABELS, "runs": {}}
     scores: dict[str, list[dict[str, float]]] = {}
     for spec in (QUANTISED, "llamacpp:smollm2", "hf:smollm2"):
-        limit = llamacpp.FLOAT_CHOICES_MAX_PARAMS
-        llamacpp.FLOAT_CHOICES_MAX_PARAMS = 0 if spec == QUANTISED else limit  # no float copy: the Q4_1 file
-        model = load_model("llamacpp:smollm2" if spec == QUANTISED else spec)
-        llamacpp.FLOAT_CHOICES_MAX_PARAMS = limit
+        model = LlamaCppModel("llamacpp:smollm2", float_choices=False) if spec == QUANTISED else load_model(spec)
         best = None
         for attempt in range(args.repeat):
             with tempfile.TemporaryDirectory() as tmp:

@@ -169,7 +169,8 @@ class LlamaCppModel(Model):
     supports_logprobs = False
     batch_size = 8
 
-    def __init__(self, spec: str, n_ctx: int = 4096, n_threads: int | None = None) -> None:
+    def __init__(self, spec: str, n_ctx: int = 4096, n_threads: int | None = None, float_choices: bool = True) -> None:
+        """`float_choices=False` scores choices on the file's own weights even where a float32 copy would be used."""
         super().__init__(spec)
         try:
             import llama_cpp
@@ -182,7 +183,7 @@ class LlamaCppModel(Model):
                              n_batch=512, logits_all=False, verbose=False)
         self.choice_path, self.chooser = self.path, self.llm
         quantised = self.llm.metadata.get("general.file_type") not in (None, str(llama_cpp.LLAMA_FTYPE_ALL_F32))  # or f16
-        if quantised and llama_cpp.llama_model_n_params(self.llm.model) <= FLOAT_CHOICES_MAX_PARAMS:
+        if float_choices and quantised and llama_cpp.llama_model_n_params(self.llm.model) <= FLOAT_CHOICES_MAX_PARAMS:
             try:  # choices are scored on float32 weights (module docstring)
                 self.choice_path = float_copy(self.path)
             except (OSError, BackendError) as err:  # a full disk or a read-only cache: the quantised weights
